@@ -1,0 +1,166 @@
+"""Spatial attention blocks of the UNet (sgm.modules.attention)."""
+from typing import Optional
+
+import mindspore as ms
+from mindspore import nn, ops
+
+from .. import policy
+from .layers import GELU, Conv2d, GroupNorm, Identity, LayerNorm, Linear
+
+
+def scaled_dot_product_attention(q, k, v, heads: int, implementation: str):
+    """Multi-head attention on (B, N, heads*d) tensors, returning (B, N, heads*d).
+
+    'math' forms the scores and the softmax in float32 whatever the input dtype; 'flash' is the
+    fused Ascend kernel, which never materialises the (N, N) score matrix.
+    """
+    b, n_q, inner = q.shape
+    d = inner // heads
+    scale = d ** -0.5
+    if implementation == "flash":
+        return ops.flash_attention_score(q, k, v, heads, scalar_value=scale, input_layout="BSH")
+    n_kv = k.shape[1]
+    q = q.reshape(b, n_q, heads, d).transpose(0, 2, 1, 3)
+    k = k.reshape(b, n_kv, heads, d).transpose(0, 2, 3, 1)
+    v = v.reshape(b, n_kv, heads, d).transpose(0, 2, 1, 3)
+    scores = ops.matmul(ops.cast(q, ms.float32) * scale, ops.cast(k, ms.float32))
+    probs = ops.softmax(scores, axis=-1)
+    out = ops.matmul(ops.cast(probs, v.dtype), v)
+    return out.transpose(0, 2, 1, 3).reshape(b, n_q, inner)
+
+
+class CrossAttention(nn.Cell):
+    def __init__(self, query_dim, context_dim=None, heads=8, dim_head=64, dropout=0.0, backend=None,
+                 attention: str = "auto"):
+        super().__init__()
+        inner_dim = dim_head * heads
+        context_dim = context_dim if context_dim is not None else query_dim
+        self.heads = heads
+        self.to_q = Linear(query_dim, inner_dim, bias=False)
+        self.to_k = Linear(context_dim, inner_dim, bias=False)
+        self.to_v = Linear(context_dim, inner_dim, bias=False)
+        self.to_out = nn.SequentialCell([Linear(inner_dim, query_dim), Identity()])
+        self.implementation = policy.attention_implementation(attention)
+
+    def construct(self, x, context=None):
+        if context is None:
+            context = x
+        q = self.to_q(x)
+        k = self.to_k(context)
+        v = self.to_v(context)
+        out = scaled_dot_product_attention(q, k, v, self.heads, self.implementation)
+        return self.to_out(out)
+
+
+# The xformers variant upstream computes the same function.
+MemoryEfficientCrossAttention = CrossAttention
+
+
+class GEGLU(nn.Cell):
+    def __init__(self, dim_in, dim_out):
+        super().__init__()
+        self.proj = Linear(dim_in, dim_out * 2)
+        self.gelu = GELU()
+
+    def construct(self, x):
+        h = self.proj(x)
+        value, gate = ops.chunk(h, 2, axis=-1)
+        return value * self.gelu(gate)
+
+
+class FeedForward(nn.Cell):
+    """MLP of the transformer blocks. `chunk_size` processes the token axis in pieces of that
+    many tokens to bound the (tokens x 4*dim) hidden activation; results are identical."""
+
+    def __init__(self, dim, dim_out=None, mult=4, glu=False, dropout=0.0, chunk_size: Optional[int] = None):
+        super().__init__()
+        inner_dim = int(dim * mult)
+        dim_out = dim_out if dim_out is not None else dim
+        project_in = GEGLU(dim, inner_dim) if glu else nn.SequentialCell([Linear(dim, inner_dim), GELU()])
+        self.net = nn.SequentialCell([project_in, Identity(), Linear(inner_dim, dim_out)])
+        self.chunk_size = chunk_size
+
+    def construct(self, x):
+        if self.chunk_size is None or x.shape[1] <= self.chunk_size:
+            return self.net(x)
+        n = x.shape[1]
+        pieces = []
+        for start in range(0, n, self.chunk_size):
+            pieces.append(self.net(x[:, start:min(start + self.chunk_size, n)]))
+        return ops.cat(pieces, axis=1)
+
+
+class BasicTransformerBlock(nn.Cell):
+    def __init__(self, dim, n_heads, d_head, dropout=0.0, context_dim=None, gated_ff=True, checkpoint=False,
+                 disable_self_attn=False, attn_mode="softmax", sdp_backend=None, attention: str = "auto",
+                 ff_chunk_size: Optional[int] = None):
+        super().__init__()
+        self.disable_self_attn = disable_self_attn
+        self.attn1 = CrossAttention(dim, context_dim=context_dim if disable_self_attn else None, heads=n_heads,
+                                    dim_head=d_head, attention=attention)
+        self.ff = FeedForward(dim, glu=gated_ff, chunk_size=ff_chunk_size)
+        self.attn2 = CrossAttention(dim, context_dim=context_dim, heads=n_heads, dim_head=d_head,
+                                    attention=attention)
+        self.norm1 = LayerNorm(dim)
+        self.norm2 = LayerNorm(dim)
+        self.norm3 = LayerNorm(dim)
+
+    def construct(self, x, context=None):
+        x = self.attn1(self.norm1(x), context if self.disable_self_attn else None) + x
+        x = self.attn2(self.norm2(x), context) + x
+        x = self.ff(self.norm3(x)) + x
+        return x
+
+
+class SpatialTransformer(nn.Cell):
+    """Transformer over the pixels of a (B, C, H, W) feature map."""
+
+    def __init__(self, in_channels, n_heads, d_head, depth=1, dropout=0.0, context_dim=None,
+                 disable_self_attn=False, use_linear=False, attn_type="softmax", use_checkpoint=False,
+                 sdp_backend=None, attention: str = "auto", ff_chunk_size: Optional[int] = None):
+        super().__init__()
+        if isinstance(context_dim, (list, tuple)):
+            context_dim = list(context_dim)
+        else:
+            context_dim = [context_dim] * depth
+        if len(context_dim) != depth:
+            context_dim = depth * [context_dim[0]]
+        self.in_channels = in_channels
+        inner_dim = n_heads * d_head
+        self.norm = GroupNorm(32, in_channels, eps=1e-6)
+        self.proj_in = Linear(in_channels, inner_dim) if use_linear else Conv2d(in_channels, inner_dim, 1)
+        self.transformer_blocks = nn.CellList([
+            BasicTransformerBlock(inner_dim, n_heads, d_head, context_dim=context_dim[i],
+                                  disable_self_attn=disable_self_attn, attention=attention,
+                                  ff_chunk_size=ff_chunk_size)
+            for i in range(depth)
+        ])
+        self.proj_out = Linear(inner_dim, in_channels) if use_linear else Conv2d(inner_dim, in_channels, 1)
+        self.use_linear = use_linear
+
+    def to_tokens(self, x):
+        b, c, h, w = x.shape
+        x = self.norm(x)
+        if not self.use_linear:
+            x = self.proj_in(x)
+        x = x.reshape(b, x.shape[1], h * w).transpose(0, 2, 1)
+        if self.use_linear:
+            x = self.proj_in(x)
+        return x
+
+    def from_tokens(self, x, h, w):
+        if self.use_linear:
+            x = self.proj_out(x)
+        b, n, c = x.shape
+        x = x.transpose(0, 2, 1).reshape(b, c, h, w)
+        if not self.use_linear:
+            x = self.proj_out(x)
+        return x
+
+    def construct(self, x, context=None):
+        _, _, h, w = x.shape
+        x_in = x
+        x = self.to_tokens(x)
+        for block in self.transformer_blocks:
+            x = block(x, context)
+        return self.from_tokens(x, h, w) + x_in

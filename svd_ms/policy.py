@@ -1,0 +1,82 @@
+"""Every device- and precision-dependent decision of svd-ms, in one place.
+
+Model code never asks which backend it runs on; it asks this module. The table in the README
+("Precision and device policy") is generated from `describe()` and must stay in step with it.
+"""
+import os
+from typing import Dict, Optional
+
+import mindspore as ms
+
+AMP_LEVELS = ("O0", "O2")
+ATTENTION_CHOICES = ("auto", "math", "flash")
+
+
+def device_target() -> str:
+    return ms.get_context("device_target")
+
+
+def conv_implementation() -> str:
+    """'matmul' (im2col + matmul) or 'native' (the backend's Conv2D/Conv3D kernels).
+
+    MindSpore's CPU convolution kernels run at about 1 GFLOP/s, while its CPU matmul is 50-100x
+    faster, so on CPU every convolution is lowered to matmuls. Ascend and GPU keep their native
+    kernels. `SVD_MS_CONV=native|matmul` overrides the choice (tests compare the two).
+    """
+    forced = os.environ.get("SVD_MS_CONV")
+    if forced in ("native", "matmul"):
+        return forced
+    return "matmul" if device_target() == "CPU" else "native"
+
+
+def attention_implementation(requested: str = "auto") -> str:
+    """'flash' (fused kernel, no N x N scores in memory) or 'math' (explicit fp32 softmax)."""
+    if requested not in ATTENTION_CHOICES:
+        raise ValueError(f"attention must be one of {ATTENTION_CHOICES}, got '{requested}'")
+    if requested == "math":
+        return "math"
+    on_ascend = device_target() == "Ascend"
+    if requested == "flash" and not on_ascend:
+        # The fused kernel exists only on Ascend; elsewhere the math path is the only path.
+        return "math"
+    return "flash" if on_ascend else "math"
+
+
+def compute_dtype(amp_level: str):
+    """Dtype of weights and of matmul/conv arithmetic in the UNet and the image embedder."""
+    if amp_level not in AMP_LEVELS:
+        raise ValueError(f"amp_level must be one of {AMP_LEVELS}, got '{amp_level}'")
+    return ms.float16 if amp_level == "O2" else ms.float32
+
+
+def conv3d_lacks_fp32() -> bool:
+    """Ascend 910-class devices have no fp32 Conv3D kernel: that single op runs in fp16 there."""
+    return device_target() == "Ascend"
+
+
+# Regions kept in float32 under O2 ("fp32 islands"), with the reason each one matters.
+FP32_ISLANDS: Dict[str, str] = {
+    "GroupNorm": "variance of large activations overflows fp16",
+    "LayerNorm": "same, over the channel axis",
+    "attention softmax": "scores q.k/sqrt(d) exceed fp16 range before normalisation",
+    "timestep / micro-conditioning embeddings": "sin/cos of arguments up to 1e4 lose all precision in fp16",
+    "AlphaBlender mix": "sigmoid(mix_factor) close to 0 or 1",
+    "denoiser scalings and guidance": "sigma reaches 700; sigma**2 overflows fp16",
+    "sampler state": "the Euler update accumulates over all steps",
+    "VAE encoder and decoder": "decoder activations exceed fp16 range (black frames)",
+}
+
+
+def describe(amp_level: str, attention: str = "auto", device: Optional[str] = None) -> Dict[str, str]:
+    """The effective choices for one run, for logs and sidecars."""
+    device = device or device_target()
+    dtype = "float16" if amp_level == "O2" else "float32"
+    return {
+        "device": device,
+        "amp_level": amp_level,
+        "unet_and_clip_weights_and_matmuls": dtype,
+        "fp32_islands": ", ".join(FP32_ISLANDS) if amp_level == "O2" else "everything is float32",
+        "vae": "float32" + (" (Conv3d in float16: no fp32 kernel)" if device == "Ascend" else ""),
+        "attention": attention_implementation(attention),
+        "convolution": conv_implementation(),
+    }

@@ -1,0 +1,48 @@
+"""Config plumbing in the shape of sgm.util: `target:` / `params:` dictionaries become objects."""
+import importlib
+from typing import Any, Dict
+
+from .errors import ConfigError
+
+# Upstream-only targets that have a meaning here.
+_TARGET_ALIASES = {
+    "torch.nn.Identity": "svd_ms.modules.layers.Identity",
+}
+
+
+def resolve_target(target: str) -> str:
+    """Map an upstream (`sgm.`) or local (`svd_ms.`) target path to an importable path here."""
+    if target in _TARGET_ALIASES:
+        return _TARGET_ALIASES[target]
+    if target.startswith("sgm."):
+        return "svd_ms." + target[len("sgm."):]
+    return target
+
+
+def get_obj_from_str(target: str) -> Any:
+    path = resolve_target(target)
+    module_name, _, attr = path.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"config target '{target}' cannot be resolved ({exc})") from None
+
+
+def instantiate_from_config(config: Dict) -> Any:
+    if "target" not in config:
+        raise ConfigError(f"config entry has no 'target': {dict(config)}")
+    params = config.get("params", None) or {}
+    return get_obj_from_str(config["target"])(**params)
+
+
+def default(value, fallback):
+    return fallback if value is None else value
+
+
+def append_dims(x, target_ndim: int):
+    """Append trailing singleton axes to a tensor until it has `target_ndim` dimensions."""
+    missing = target_ndim - x.ndim
+    if missing < 0:
+        raise ValueError(f"input has {x.ndim} dims but target_ndim is {target_ndim}, which is less")
+    return x.reshape(x.shape + (1,) * missing)
