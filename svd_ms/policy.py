@@ -80,3 +80,10 @@ def describe(amp_level: str, attention: str = "auto", device: Optional[str] = No
         "attention": attention_implementation(attention),
         "convolution": conv_implementation(),
     }
+
+
+def apply_precision(engine, amp_level: str) -> None:
+    """Set the compute dtype of the UNet and image embedder for `amp_level`; O0 leaves float32."""
+    if amp_level == "O0":
+        return
+    raise NotImplementedError("amp_level O2 is not wired yet")

@@ -2,6 +2,8 @@
 import importlib
 from typing import Any, Dict
 
+from omegaconf import DictConfig, OmegaConf
+
 from .errors import ConfigError
 
 # Upstream-only targets that have a meaning here.
@@ -33,6 +35,8 @@ def instantiate_from_config(config: Dict) -> Any:
     if "target" not in config:
         raise ConfigError(f"config entry has no 'target': {dict(config)}")
     params = config.get("params", None) or {}
+    if isinstance(params, DictConfig):
+        params = OmegaConf.to_container(params, resolve=True)
     return get_obj_from_str(config["target"])(**params)
 
 

@@ -1,1 +1,1 @@
-
+from .encoders.modules import GeneralConditioner  # noqa: F401  (sgm.modules.GeneralConditioner)

@@ -88,6 +88,9 @@ class Conv2d(_ConvNd):
         self.is_pointwise = self.kernel_size == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0)
 
     def construct(self, x):
+        return self.conv2d(x)
+
+    def conv2d(self, x):
         dtype = self.compute_dtype
         x = ops.cast(x, dtype)
         w = ops.cast(self.weight, dtype)

@@ -1,0 +1,28 @@
+"""Noise-level schedules (sgm.modules.diffusionmodules.discretizer). Host-side, numpy float32."""
+import numpy as np
+
+
+class Discretization:
+    def __call__(self, n: int, do_append_zero: bool = True, device=None, flip: bool = False) -> np.ndarray:
+        sigmas = self.get_sigmas(n)
+        if do_append_zero:
+            sigmas = np.append(sigmas, np.float32(0.0)).astype(np.float32)
+        return sigmas[::-1].copy() if flip else sigmas
+
+    def get_sigmas(self, n: int) -> np.ndarray:
+        raise NotImplementedError
+
+
+class EDMDiscretization(Discretization):
+    """Karras et al. (2022) schedule from sigma_max down to sigma_min with exponent rho."""
+
+    def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0):
+        self.sigma_min = sigma_min
+        self.sigma_max = sigma_max
+        self.rho = rho
+
+    def get_sigmas(self, n: int) -> np.ndarray:
+        ramp = np.linspace(0, 1, n, dtype=np.float32)
+        min_inv_rho = np.float32(self.sigma_min ** (1 / self.rho))
+        max_inv_rho = np.float32(self.sigma_max ** (1 / self.rho))
+        return ((max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** np.float32(self.rho)).astype(np.float32)

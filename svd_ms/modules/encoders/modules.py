@@ -1,0 +1,170 @@
+"""Conditioning embedders and the conditioner that combines them (sgm.modules.encoders.modules).
+
+Embedders run once per video, on the host side of the sampling loop: each has an `embed(value)`
+method that prepares its input and calls its MindSpore cells (which graph mode compiles).
+"""
+import math
+from typing import Dict, List, Optional, Union
+
+import mindspore as ms
+import numpy as np
+from mindspore import Tensor, nn, ops
+
+from ...util import instantiate_from_config
+from ..diffusionmodules.util import timestep_embedding
+from .open_clip import OpenCLIPVisionModel, clip_preprocess
+
+
+def _as_numpy(x) -> np.ndarray:
+    return x.asnumpy() if isinstance(x, Tensor) else np.asarray(x)
+
+
+def _as_tensor(x) -> Tensor:
+    return x if isinstance(x, Tensor) else Tensor(np.asarray(x, np.float32))
+
+
+class AbstractEmbModel(nn.Cell):
+    def __init__(self):
+        super().__init__()
+        self.is_trainable = False
+        self.ucg_rate = 0.0
+        self.input_key = None
+
+    def embed(self, value):
+        raise NotImplementedError
+
+
+class FrozenOpenCLIPImageEmbedder(AbstractEmbModel):
+    """Projected CLS embedding of the OpenCLIP vision tower. `arch` is an open_clip name or a
+    dict {embed_dim, image_size, patch_size, width, layers, head_width}. Weights come from the
+    checkpoint; `version` (a pretrained tag) is only recorded."""
+
+    def __init__(self, arch="ViT-H-14", version="laion2b_s32b_b79k", device="cuda", max_length=77, freeze=True,
+                 antialias=True, ucg_rate=0.0, unsqueeze_dim=False, repeat_to_max_len=False, num_image_crops=0,
+                 output_tokens=False, init_device=None, attention: str = "auto"):
+        super().__init__()
+        if num_image_crops or output_tokens or repeat_to_max_len:
+            raise ValueError("FrozenOpenCLIPImageEmbedder: image crops, token outputs and repeat_to_max_len "
+                             "are not supported")
+        if not antialias:
+            raise ValueError("FrozenOpenCLIPImageEmbedder: only antialias=True is supported")
+        self.model = OpenCLIPVisionModel(arch, attention=attention)
+        self.version = version
+        self.ucg_rate = ucg_rate
+        self.unsqueeze_dim = unsqueeze_dim
+
+    def preprocess(self, image) -> np.ndarray:
+        return clip_preprocess(_as_numpy(image), self.model.arch["image_size"])
+
+    def embed(self, image):
+        pixels = Tensor(self.preprocess(image))
+        z = ops.cast(self.model.visual(pixels), ms.float32)
+        if self.unsqueeze_dim:
+            z = z[:, None, :]
+        return z
+
+
+class FrozenOpenCLIPImagePredictionEmbedder(AbstractEmbModel):
+    def __init__(self, open_clip_embedding_config: Dict, n_cond_frames: int, n_copies: int):
+        super().__init__()
+        self.n_cond_frames = n_cond_frames
+        self.n_copies = n_copies
+        self.open_clip = instantiate_from_config(open_clip_embedding_config)
+
+    def embed(self, video):
+        z = self.open_clip.embed(video)
+        bt, d = z.shape
+        z = z.reshape(bt // self.n_cond_frames, self.n_cond_frames, d)
+        return ops.repeat_interleave(z, self.n_copies, 0)
+
+
+class ConcatTimestepEmbedderND(AbstractEmbModel):
+    """Sinusoidal embedding of each scalar conditioning value, concatenated over values."""
+
+    def __init__(self, outdim: int):
+        super().__init__()
+        self.outdim = outdim
+
+    def embed(self, x):
+        x = _as_tensor(x).astype(ms.float32)
+        if x.ndim == 1:
+            x = x[:, None]
+        b, dims = x.shape
+        emb = timestep_embedding(x.reshape(-1), self.outdim)
+        return emb.reshape(b, dims * self.outdim)
+
+
+class VideoPredictionEmbedderWithEncoder(AbstractEmbModel):
+    """Encodes the (noise-augmented) conditioning frame with the VAE into the latent that is
+    concatenated to the UNet input."""
+
+    def __init__(self, n_cond_frames: int, n_copies: int, encoder_config: Dict, sigma_sampler_config=None,
+                 sigma_cond_config=None, is_ae: bool = False, scale_factor: float = 1.0,
+                 disable_encoder_autocast: bool = False, en_and_decode_n_samples_a_time: Optional[int] = None):
+        super().__init__()
+        if sigma_sampler_config is not None or sigma_cond_config is not None:
+            raise ValueError("VideoPredictionEmbedderWithEncoder: sigma sampler/cond configs are not supported")
+        self.n_cond_frames = n_cond_frames
+        self.n_copies = n_copies
+        self.encoder = instantiate_from_config(encoder_config)
+        self.is_ae = is_ae
+        self.scale_factor = scale_factor
+        self.en_and_decode_n_samples_a_time = en_and_decode_n_samples_a_time
+
+    def embed(self, video):
+        video = ops.cast(_as_tensor(video), ms.float32)
+        n = video.shape[0]
+        per_round = self.en_and_decode_n_samples_a_time or n
+        outs = []
+        for start in range(0, n, per_round):
+            chunk = video[start:start + per_round]
+            outs.append(self.encoder.encode(chunk) if self.is_ae else self.encoder(chunk))
+        z = ops.cat(outs, axis=0) * self.scale_factor
+        if self.n_cond_frames == 1:
+            _, c, h, w = z.shape
+            z = z.reshape(-1, self.n_cond_frames * c, h, w)
+            z = ops.repeat_interleave(z, self.n_copies, 0)
+        return z
+
+
+class GeneralConditioner(nn.Cell):
+    OUTPUT_DIM2KEYS = {2: "vector", 3: "crossattn", 4: "concat"}
+    KEY2CATDIM = {"vector": 1, "crossattn": 2, "concat": 1}
+
+    def __init__(self, emb_models: List[Dict]):
+        super().__init__()
+        embedders = []
+        for config in emb_models:
+            embedder = instantiate_from_config(config)
+            embedder.is_trainable = bool(config.get("is_trainable", False))
+            embedder.ucg_rate = float(config.get("ucg_rate", 0.0))
+            if "input_key" not in config:
+                raise ValueError(f"embedder {config['target']} needs an input_key")
+            embedder.input_key = config["input_key"]
+            if not embedder.is_trainable:
+                for p in embedder.get_parameters():
+                    p.requires_grad = False
+            embedders.append(embedder)
+        self.embedders = nn.CellList(embedders)
+
+    @property
+    def input_keys(self) -> List[str]:
+        return [e.input_key for e in self.embedders]
+
+    def embed_batch(self, batch: Dict, force_zero_embeddings: Optional[List[str]] = None) -> Dict[str, Tensor]:
+        force_zero_embeddings = force_zero_embeddings or []
+        output: Dict[str, Tensor] = {}
+        for embedder in self.embedders:
+            emb = embedder.embed(batch[embedder.input_key])
+            key = self.OUTPUT_DIM2KEYS[emb.ndim]
+            if embedder.input_key in force_zero_embeddings:
+                emb = ops.zeros_like(emb)
+            output[key] = ops.cat((output[key], emb), self.KEY2CATDIM[key]) if key in output else emb
+        return output
+
+    def get_unconditional_conditioning(self, batch_c: Dict, batch_uc: Optional[Dict] = None,
+                                       force_uc_zero_embeddings: Optional[List[str]] = None,
+                                       force_cond_zero_embeddings: Optional[List[str]] = None):
+        c = self.embed_batch(batch_c, force_cond_zero_embeddings)
+        uc = self.embed_batch(batch_c if batch_uc is None else batch_uc, force_uc_zero_embeddings)
+        return c, uc
