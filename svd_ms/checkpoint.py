@@ -124,7 +124,23 @@ def open_checkpoint(path: str):
     return shapes, lambda key: params[key].asnumpy()
 
 
-def engine_param_shapes(engine) -> Dict[str, Tuple[int, ...]]:
+def build_engine(config):
+    """The engine of a config (path, dict or OmegaConf). Parameters start as unallocated zeros,
+    so even the full-size engine builds in seconds."""
+    from omegaconf import OmegaConf
+    from .util import instantiate_from_config
+    if isinstance(config, str):
+        config = OmegaConf.load(config)
+    elif isinstance(config, dict):
+        config = OmegaConf.create(config)
+    return instantiate_from_config(config.model)
+
+
+def engine_param_shapes(engine_or_config) -> Dict[str, Tuple[int, ...]]:
+    """Names and shapes of every engine parameter, given an engine or its config."""
+    engine = engine_or_config
+    if not hasattr(engine, "parameters_and_names"):
+        engine = build_engine(engine_or_config)
     return {name: tuple(p.shape) for name, p in engine.parameters_and_names()}
 
 

@@ -136,7 +136,8 @@ class SVDInferPipeline:
         self.engine = instantiate_from_config(cfg.model)
         self.engine.set_train(False)
         if checkpoint is None:
-            self.engine.init_parameters_data()
+            from .weights import randomize
+            randomize(self.engine, seed=0)
             self.weights_info = {"random": True}
         else:
             self.weights_info = load_checkpoint_into(self.engine, checkpoint)
@@ -197,6 +198,12 @@ class SVDInferPipeline:
 
     def __call__(self, image, seed: Optional[int] = None, latent_noise=None, cond_noise=None, progress: bool = False):
         """Returns float32 (T, 3, H, W) in [0, 1]."""
+        return self.generate(image, seed, latent_noise, cond_noise, progress)["video"]
+
+    def generate(self, image, seed: Optional[int] = None, latent_noise=None, cond_noise=None,
+                 progress: bool = False) -> Dict[str, np.ndarray]:
+        """Like __call__, but also returns the intermediates: 'latents' (sampled, scaled) and
+        'frames' (decoded, in [-1, 1] before clamping) next to 'video'."""
         start = time.perf_counter()
         image = image_to_array(image)
         _, _, h, w = image.shape
@@ -222,7 +229,8 @@ class SVDInferPipeline:
         t_sample = time.perf_counter()
         frames = self.engine.decode_first_stage(z, self.decode_chunk_size, callback=lambda i, x: bars[1].update(1))
         _check_finite(frames, "decoded frames")
-        video = ops.clamp((frames + 1.0) / 2.0, 0.0, 1.0).asnumpy().astype(np.float32)
+        frames = frames.asnumpy().astype(np.float32)
+        video = np.clip((frames + 1.0) / 2.0, 0.0, 1.0)
         end = time.perf_counter()
         for bar in bars:
             bar.close()
@@ -235,7 +243,7 @@ class SVDInferPipeline:
             "decode_s": end - t_sample,
             "total_s": end - start,
         }
-        return video
+        return {"video": video, "latents": z.asnumpy(), "frames": frames}
 
 
 class _NoBar:

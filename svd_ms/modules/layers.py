@@ -9,7 +9,7 @@ from typing import Sequence, Tuple, Union
 
 import mindspore as ms
 from mindspore import Parameter, nn, ops
-from mindspore.common.initializer import HeUniform, Uniform, initializer
+from mindspore.common.initializer import initializer
 
 from .. import policy
 
@@ -21,13 +21,14 @@ def _tuple(value, n) -> Tuple[int, ...]:
     return (int(value),) * n
 
 
+# Parameters start as zeros, which costs neither time nor memory until written: real weights
+# come from a checkpoint, and random demo weights from `svd_ms.weights.randomize`.
 def _weight(shape, fan_in):
-    return Parameter(initializer(HeUniform(negative_slope=math.sqrt(5)), shape, ms.float32), name="weight")
+    return Parameter(initializer("zeros", shape, ms.float32), name="weight")
 
 
 def _bias(n, fan_in):
-    bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-    return Parameter(initializer(Uniform(bound), (n,), ms.float32), name="bias")
+    return Parameter(initializer("zeros", (n,), ms.float32), name="bias")
 
 
 class Identity(nn.Cell):

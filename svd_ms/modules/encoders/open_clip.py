@@ -8,7 +8,7 @@ from typing import Dict, Union
 import mindspore as ms
 import numpy as np
 from mindspore import Parameter, nn, ops
-from mindspore.common.initializer import Normal, initializer
+from mindspore.common.initializer import initializer
 
 from ..attention import scaled_dot_product_attention
 from ..layers import GELU, Conv2d, LayerNorm, Linear
@@ -116,7 +116,7 @@ class MultiheadSelfAttention(nn.Cell):
         super().__init__()
         self.heads = heads
         self.width = width
-        self.in_proj_weight = Parameter(initializer(Normal(width ** -0.5), (3 * width, width), ms.float32),
+        self.in_proj_weight = Parameter(initializer("zeros", (3 * width, width), ms.float32),
                                         name="in_proj_weight")
         self.in_proj_bias = Parameter(initializer("zeros", (3 * width,), ms.float32), name="in_proj_bias")
         self.out_proj = Linear(width, width)
@@ -175,14 +175,13 @@ class VisionTransformer(nn.Cell):
         grid = image_size // patch_size
         self.image_size = image_size
         self.conv1 = Conv2d(3, width, patch_size, stride=patch_size, bias=False)
-        scale = width ** -0.5
-        self.class_embedding = Parameter(initializer(Normal(scale), (width,), ms.float32), name="class_embedding")
-        self.positional_embedding = Parameter(initializer(Normal(scale), (grid * grid + 1, width), ms.float32),
+        self.class_embedding = Parameter(initializer("zeros", (width,), ms.float32), name="class_embedding")
+        self.positional_embedding = Parameter(initializer("zeros", (grid * grid + 1, width), ms.float32),
                                               name="positional_embedding")
         self.ln_pre = LayerNorm(width)
         self.transformer = Transformer(width, layers, width // head_width, attention)
         self.ln_post = LayerNorm(width)
-        self.proj = Parameter(initializer(Normal(scale), (width, embed_dim), ms.float32), name="proj")
+        self.proj = Parameter(initializer("zeros", (width, embed_dim), ms.float32), name="proj")
 
     def construct(self, pixels):
         x = self.conv1(pixels)

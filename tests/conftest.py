@@ -1,0 +1,52 @@
+"""Shared test fixtures. The upstream reference lives in ../shared/reference (override with
+SVD_MS_REFERENCE); tests fail, not skip, when it is missing."""
+import os
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+REFERENCE = os.environ.get("SVD_MS_REFERENCE", os.path.join(ROOT, "..", "shared", "reference"))
+TINY_CONFIG = os.path.join(REFERENCE, "tiny_svd.sgm.yaml")
+TINY_WEIGHTS = os.path.join(REFERENCE, "tiny_svd.safetensors")
+TINY_IMAGE = os.path.join(REFERENCE, "tiny_svd.input.png")
+
+
+def pytest_configure(config):
+    import mindspore as ms
+    ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
+
+
+@pytest.fixture(scope="session")
+def reference():
+    path = os.path.join(REFERENCE, "tiny_svd.reference.npz")
+    assert os.path.isfile(path), f"upstream reference missing: {path}"
+    return dict(np.load(path))
+
+
+def assert_close(name, actual, expected, rel=None, max_abs=None, mean_abs=None):
+    """Compare to an upstream array and print the error next to its bound.
+
+    rel: bound on max|a - e| / max|e|; max_abs / mean_abs: absolute bounds.
+    """
+    actual = np.asarray(actual, np.float64)
+    expected = np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape, f"{name}: shape {actual.shape} != reference {expected.shape}"
+    err = np.abs(actual - expected)
+    scale = max(np.abs(expected).max(), 1e-12)
+    line = f"[parity] {name}: max_abs={err.max():.3e} mean_abs={err.mean():.3e} rel={err.max() / scale:.3e}"
+    checks = []
+    if rel is not None:
+        checks.append(("rel", err.max() / scale, rel))
+    if max_abs is not None:
+        checks.append(("max_abs", err.max(), max_abs))
+    if mean_abs is not None:
+        checks.append(("mean_abs", err.mean(), mean_abs))
+    line += " | bounds: " + ", ".join(f"{k}<={b:.1e}" for k, _, b in checks)
+    print(line)
+    for kind, value, bound in checks:
+        assert np.isfinite(value) and value <= bound, f"{name}: {kind} {value:.3e} exceeds bound {bound:.1e}"
