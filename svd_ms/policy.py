@@ -81,9 +81,45 @@ def describe(amp_level: str, attention: str = "auto", device: Optional[str] = No
         "convolution": conv_implementation(),
     }
 
+# Linear layers that embed timesteps / frame indices / micro-conditioning stay float32 under O2.
+FP32_EMBEDDING_LAYERS = ("time_embed.", "label_emb.", "time_pos_embed.", "video_time_embed.")
 
-def apply_precision(engine, amp_level: str) -> None:
-    """Set the compute dtype of the UNet and image embedder for `amp_level`; O0 leaves float32."""
-    if amp_level == "O0":
-        return
-    raise NotImplementedError("amp_level O2 is not wired yet")
+
+def _lowered_precision_roots(engine):
+    """The sub-networks whose weights and matmuls go to float16 under O2: the UNet and the
+    OpenCLIP image tower. The VAE (first stage and conditioning encoder) is never lowered."""
+    roots = [("model.diffusion_model.", engine.model.diffusion_model)]
+    for name, cell in engine.conditioner.cells_and_names():
+        if cell.__class__.__name__ == "VisionTransformer":
+            roots.append((f"conditioner.{name}.", cell))
+    return roots
+
+
+def apply_precision(engine, amp_level: str) -> Dict[str, str]:
+    """Apply `amp_level` to a built engine (after its weights are loaded).
+
+    O0 leaves everything float32. O2 stores the UNet's and image tower's matmul/conv weights in
+    float16 and runs those layers in float16; normalisations, softmax, embeddings, blends, the
+    denoiser arithmetic, the sampler and the VAE stay float32 (FP32_ISLANDS).
+    Returns {layer name: dtype} for every matmul/conv layer it decided on.
+    """
+    from .modules.layers import Linear, _ConvNd
+    from .modules.encoders.open_clip import MultiheadSelfAttention
+
+    dtype = compute_dtype(amp_level)
+    decided: Dict[str, str] = {}
+    if dtype == ms.float32:
+        return decided
+    for prefix, root in _lowered_precision_roots(engine):
+        for name, cell in root.cells_and_names():
+            if not isinstance(cell, (Linear, _ConvNd, MultiheadSelfAttention)):
+                continue
+            full = prefix + name
+            if any(tag in full for tag in FP32_EMBEDDING_LAYERS):
+                decided[full] = "float32"
+                continue
+            cell.compute_dtype = dtype
+            for param in cell.get_parameters(expand=False):
+                param.set_dtype(dtype)
+            decided[full] = "float16"
+    return decided
