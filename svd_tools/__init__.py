@@ -1,0 +1,1 @@
+"""Command-line tools around the svd_ms engine (checkpoint conversion, ...)."""

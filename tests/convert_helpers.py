@@ -1,0 +1,50 @@
+"""Shared helpers of tests/test_convert*.py: where the reference files are, and running the CLI."""
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REF = os.environ.get("SVD_REFERENCE_DIR", os.path.join(os.path.dirname(REPO), "shared", "reference"))
+if not os.path.isdir(REF):
+    REF = "/work/shared/reference"
+TINY = os.path.join(REF, "tiny_svd.safetensors")
+TINY_CONFIG = os.path.join(REF, "tiny_svd.sgm.yaml")
+MANIFEST = os.path.join(REF, "manifest")
+CONVERT = os.path.join(REPO, "svd_tools", "convert.py")
+
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+_EXPECTED = {}
+
+_SHAPES_CODE = (
+    "import json, sys; sys.path.insert(0, {repo!r}); from svd_tools.convert import expected_shapes; "
+    "print(json.dumps(expected_shapes(sys.argv[1])))"
+)
+
+
+def expected_shapes(config):
+    """The engine's parameter names and shapes for a config, as the converter sees them.
+
+    Computed in a separate interpreter and cached: building several full-size engines in one
+    process was seen to accumulate gigabytes, and the test process should stay small.
+    """
+    import json
+
+    config = str(config)
+    if config not in _EXPECTED:
+        env = dict(os.environ, PYTHONWARNINGS="ignore", GLOG_v="3")
+        r = subprocess.run([sys.executable, "-c", _SHAPES_CODE.format(repo=REPO), config], capture_output=True,
+                           text=True, timeout=900, cwd=REPO, env=env)
+        if r.returncode != 0:
+            raise RuntimeError(f"engine_param_shapes({config}) failed:\n{r.stderr[-3000:]}")
+        line = [ln for ln in r.stdout.splitlines() if ln.startswith("{")][-1]
+        _EXPECTED[config] = {k: tuple(v) for k, v in json.loads(line).items()}
+    return _EXPECTED[config]
+
+
+def run_cli(*args, timeout=600):
+    """Run svd_tools/convert.py in a fresh interpreter, as a user would."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore", GLOG_v="3")
+    cmd = [sys.executable, CONVERT] + [str(a) for a in args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
