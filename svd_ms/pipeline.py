@@ -141,7 +141,7 @@ class SVDInferPipeline:
             self.weights_info = {"random": True}
         else:
             self.weights_info = load_checkpoint_into(self.engine, checkpoint)
-        policy.apply_precision(self.engine, amp_level)
+        self.precision_decisions = policy.apply_precision(self.engine, amp_level)
         self.sampler = self.engine.sampler
         self.guider = self.sampler.guider
         self.denoiser_step = GuidedDenoiserStep(self.engine, self.guider)
