@@ -683,6 +683,8 @@ def setup_mindspore(cfg, cluster: Cluster) -> str:
         else:
             ms.set_device(target, device_id)
         ms.set_context(mode=ms.GRAPH_MODE if cfg.mode == 0 else ms.PYNATIVE_MODE)
+        from svd_ms import policy
+        policy.apply_runtime_settings()
     except Exception as e:
         raise CLIError(f"--device_target={target}: cannot use it ({_one_line(e)})") from e
     return target

@@ -19,6 +19,8 @@ TINY_IMAGE = os.path.join(REFERENCE, "tiny_svd.input.png")
 def pytest_configure(config):
     import mindspore as ms
     ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
+    from svd_ms import policy
+    policy.apply_runtime_settings()
 
 
 @pytest.fixture(scope="session")

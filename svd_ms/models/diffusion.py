@@ -73,3 +73,111 @@ class DiffusionEngine(nn.Cell):
             chunk_noise = None if noise is None else noise[start:start + chunk_size]
             outs.append(self.first_stage_model.encode(x[start:start + chunk_size], chunk_noise))
         return ops.cat(outs, axis=0) * self.scale_factor
+
+    # ---- training ----------------------------------------------------------------------------
+    # The loss of upstream's StandardDiffusionLoss for video batches. Only
+    # `model.diffusion_model` receives gradients: the conditioner and the VAE run here on
+    # stop-gradient inputs, and a trainer differentiates with respect to the UNet's parameters.
+
+    def training_loss_fn(self):
+        """The StandardDiffusionLoss of `loss_fn_config` (default: l2, EDMWeighting(1.0),
+        EDMSampling(p_mean=1.0, p_std=1.6)), built once."""
+        fn = self.__dict__.get("_training_loss_fn")
+        if fn is None:
+            from ..modules.diffusionmodules.loss import StandardDiffusionLoss
+            config = self.loss_fn_config
+            fn = instantiate_from_config(config) if config is not None else StandardDiffusionLoss()
+            self.__dict__["_training_loss_fn"] = fn  # not a sub-cell: no parameters, no name change
+        return fn
+
+    def encode_video_latents(self, frames, sample_posterior: bool = False, noise=None):
+        """(N, 3, H, W) frames in [-1, 1] -> scaled latents (N, 4, H/8, W/8): the posterior mode
+        by default, a posterior sample when `sample_posterior` (whatever the regularizer's own
+        `sample` setting, which upstream configs leave on)."""
+        regularizer = getattr(self.first_stage_model, "regularization", None)
+        previous = getattr(regularizer, "sample", None)
+        if previous is not None:
+            regularizer.sample = bool(sample_posterior)
+        try:
+            return ops.stop_gradient(self.encode_first_stage(ops.cast(frames, ms.float32), noise=noise))
+        finally:
+            if previous is not None:
+                regularizer.sample = previous
+
+    def training_inputs(self, batch: Dict, sigmas=None, noise=None, generator=None,
+                        sample_posterior: bool = False) -> Dict:
+        """Everything the loss needs that carries no gradient: latents, per-frame sigmas and
+        noise, and the conditioning repeated to every frame.
+
+        `batch`: `video` (B, T, 3, H, W) in [-1, 1] or `latents` (B*T, 4, h, w) already scaled;
+        `cond_frames_without_noise`, `cond_frames` (B, 3, H, W); `fps_id`, `motion_bucket_id`,
+        `cond_aug` (B,); `num_video_frames`; optionally `image_only_indicator` (B, T) (zeros by
+        default) and `image_cond_keep` (B,) (0 drops a video's image conditioning, as upstream's
+        ucg_rate does for training with classifier-free guidance).
+        `sigmas` (B,) and `noise` (B*T, 4, h, w) replace the draws from `generator`.
+        """
+        import numpy as np
+        from mindspore import Tensor
+
+        def tensor(value):
+            return value if isinstance(value, Tensor) else Tensor(np.asarray(value, np.float32))
+
+        if "video" in batch:
+            video = tensor(batch["video"])
+            b, t = video.shape[:2]
+            posterior_noise = None
+            if sample_posterior and generator is not None:
+                h, w = video.shape[-2:]
+                posterior_noise = Tensor(generator.standard_normal((b * t, 4, h // 8, w // 8)).astype(np.float32))
+            latents = self.encode_video_latents(video.reshape((b * t,) + tuple(video.shape[2:])),
+                                                sample_posterior, posterior_noise)
+        elif "latents" in batch:
+            latents = ops.stop_gradient(ops.cast(tensor(batch["latents"]), ms.float32))
+            b = int(tensor(batch["cond_frames"]).shape[0])
+            t = latents.shape[0] // b
+        else:
+            raise KeyError("training batch needs 'video' (B, T, 3, H, W) or 'latents' (B*T, 4, h, w)")
+        t_given = batch.get("num_video_frames")
+        if t_given is not None and int(np.asarray(t_given).reshape(-1)[0]) != t:
+            raise ValueError(f"num_video_frames is {t_given} but the batch holds {t} frames per video")
+        if latents.shape[0] != b * t:
+            raise ValueError(f"latents hold {latents.shape[0]} frames, expected B*T = {b}*{t}")
+
+        cond_batch = {key: batch[key] for key in self.conditioner.input_keys}
+        cond = self.conditioner.embed_batch(cond_batch)
+        keep = batch.get("image_cond_keep")
+        for key in ("crossattn", "concat"):
+            if key in cond and keep is not None:
+                cond[key] = cond[key] * tensor(keep).reshape((b,) + (1,) * (cond[key].ndim - 1))
+        cond = {key: ops.stop_gradient(ops.repeat_interleave(value, t, 0)) for key, value in cond.items()}
+
+        loss_fn = self.training_loss_fn()
+        sigmas = loss_fn.sample_sigmas(b, generator=generator) if sigmas is None else tensor(sigmas)
+        if tuple(sigmas.shape) != (b,):
+            raise ValueError(f"sigmas must have shape ({b},), one per video, got {tuple(sigmas.shape)}")
+        noise = loss_fn.draw_noise(tuple(latents.shape), generator) if noise is None else tensor(noise)
+        if tuple(noise.shape) != tuple(latents.shape):
+            raise ValueError(f"noise must have shape {tuple(latents.shape)}, got {tuple(noise.shape)}")
+        ioi = batch.get("image_only_indicator")
+        ioi = Tensor(np.zeros((b, t), np.float32)) if ioi is None else tensor(ioi)
+        return {"latents": latents, "noise": noise, "sigmas": ops.repeat_interleave(sigmas, t, 0),
+                "concat": cond.get("concat"), "crossattn": cond.get("crossattn"), "vector": cond.get("vector"),
+                "image_only_indicator": ioi, "num_video_frames": int(t)}
+
+    def loss_from_inputs(self, inputs: Dict, return_denoised: bool = False):
+        """The differentiable part: per-frame loss (B*T,) from `training_inputs`."""
+        return self.training_loss_fn()(
+            self.model, self.denoiser, inputs["latents"], inputs["noise"], inputs["sigmas"], inputs["concat"],
+            inputs["crossattn"], inputs["vector"], inputs["image_only_indicator"], inputs["num_video_frames"],
+            return_denoised)
+
+    def training_loss(self, batch: Dict, sigmas=None, noise=None, generator=None, sample_posterior: bool = False,
+                      return_inputs: bool = False):
+        """Per-frame loss (B*T,) of upstream's StandardDiffusionLoss on a video batch (see
+        `training_inputs` for the batch). With `return_inputs`, also returns the inputs dict
+        with the denoiser output added under 'denoised'."""
+        inputs = self.training_inputs(batch, sigmas, noise, generator, sample_posterior)
+        if not return_inputs:
+            return self.loss_from_inputs(inputs)
+        loss, denoised = self.loss_from_inputs(inputs, return_denoised=True)
+        return loss, dict(inputs, denoised=denoised)

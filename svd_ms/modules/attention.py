@@ -8,6 +8,21 @@ from .. import policy
 from .layers import GELU, Conv2d, GroupNorm, Identity, LayerNorm, Linear
 
 
+# Largest float32 score tensor (bytes) the math attention forms at once; larger problems are
+# processed in chunks of the batch axis (576x1024 frames need tens of GB otherwise).
+ATTENTION_CHUNK_BYTES = 1 << 30
+
+_bmm = ops.BatchMatMul()
+_bmm_nt = ops.BatchMatMul(transpose_b=True)
+
+
+def _attention_core(q, k, v, scale):
+    """softmax(scale * q k^T) v on (B, N, d) tensors, the scores and softmax in float32."""
+    scores = _bmm_nt(ops.cast(q, ms.float32) * scale, ops.cast(k, ms.float32))
+    probs = ops.softmax(scores, axis=-1)
+    return _bmm(ops.cast(probs, v.dtype), v)
+
+
 def scaled_dot_product_attention(q, k, v, heads: int, implementation: str):
     """Multi-head attention on (B, N, heads*d) tensors, returning (B, N, heads*d).
 
@@ -20,13 +35,31 @@ def scaled_dot_product_attention(q, k, v, heads: int, implementation: str):
     if implementation == "flash":
         return ops.flash_attention_score(q, k, v, heads, scalar_value=scale, input_layout="BSH")
     n_kv = k.shape[1]
-    q = q.reshape(b, n_q, heads, d).transpose(0, 2, 1, 3)
-    k = k.reshape(b, n_kv, heads, d).transpose(0, 2, 3, 1)
-    v = v.reshape(b, n_kv, heads, d).transpose(0, 2, 1, 3)
-    scores = ops.matmul(ops.cast(q, ms.float32) * scale, ops.cast(k, ms.float32))
-    probs = ops.softmax(scores, axis=-1)
-    out = ops.matmul(ops.cast(probs, v.dtype), v)
-    return out.transpose(0, 2, 1, 3).reshape(b, n_q, inner)
+    if n_kv == 1:
+        # One key (SVD's image-embedding context): the softmax is exactly 1, so every query gets
+        # v. Same values as the general path, and it keeps MindSpore 2.10's PyNative autodiff off
+        # a softmax over a length-1 axis, whose backward corrupts the gradients of earlier
+        # attention layers on CPU (q/k gradients off by O(1) relative in the video UNet;
+        # tests/test_training_loss.py fails without this).
+        return ops.broadcast_to(v, (b, n_q, inner))
+    per_item = heads * n_q * n_kv * 4
+    step = max(1, min(b, ATTENTION_CHUNK_BYTES // max(per_item, 1)))
+    pieces = []
+    for start in range(0, b, step):
+        stop = min(b, start + step)
+        qs, ks, vs = (q, k, v) if (start, stop) == (0, b) else (q[start:stop], k[start:stop], v[start:stop])
+        m = stop - start
+        if heads == 1:
+            # No head axis to move: (B, N, d) feeds the batched matmuls directly.
+            out = _attention_core(qs, ks, vs, scale)
+        else:
+            qh = qs.reshape(m, n_q, heads, d).transpose(0, 2, 1, 3).reshape(m * heads, n_q, d)
+            kh = ks.reshape(m, n_kv, heads, d).transpose(0, 2, 1, 3).reshape(m * heads, n_kv, d)
+            vh = vs.reshape(m, n_kv, heads, d).transpose(0, 2, 1, 3).reshape(m * heads, n_kv, d)
+            out = _attention_core(qh, kh, vh, scale)
+            out = out.reshape(m, heads, n_q, d).transpose(0, 2, 1, 3).reshape(m, n_q, inner)
+        pieces.append(out)
+    return pieces[0] if len(pieces) == 1 else ops.cat(pieces, axis=0)
 
 
 class CrossAttention(nn.Cell):

@@ -3,15 +3,28 @@
 Each layer computes in `self.compute_dtype` (float32 unless the precision policy lowers it);
 normalisations always compute their statistics in float32. Convolutions pick their kernel
 through `svd_ms.policy.conv_implementation()`.
+
+Performance notes (MindSpore 2.10, CPU): composite elementwise chains are slow, in PyNative
+especially, so the layers use the fused kernels MindSpore has on every backend: LayerNorm,
+GroupNorm, BiasAdd, SiLU, 2-D MatMul with a transposed operand, nearest interpolation.
 """
+import functools
 import math
-from typing import Sequence, Tuple, Union
+from typing import Sequence, Tuple
+
+import numpy as np
 
 import mindspore as ms
-from mindspore import Parameter, nn, ops
+from mindspore import Parameter, Tensor, mint, nn, ops
 from mindspore.common.initializer import initializer
 
 from .. import policy
+
+# Largest im2col buffer (bytes) the matmul convolution builds at once; bigger inputs are
+# processed in batch chunks, and single images in chunks of output rows.
+MATMUL_CONV_CHUNK_BYTES = 256 * 1024 * 1024
+
+_matmul_nt = ops.MatMul(transpose_b=True)
 
 
 def _tuple(value, n) -> Tuple[int, ...]:
@@ -22,7 +35,8 @@ def _tuple(value, n) -> Tuple[int, ...]:
 
 
 # Parameters start as zeros, which costs neither time nor memory until written: real weights
-# come from a checkpoint, and random demo weights from `svd_ms.weights.randomize`.
+# come from a checkpoint, and random demo weights from `svd_ms.weights.randomize`. (A random
+# initializer here would make building the full-size engine take ~90 s and ~10 GB.)
 def _weight(shape, fan_in):
     return Parameter(initializer("zeros", shape, ms.float32), name="weight")
 
@@ -39,16 +53,34 @@ class Identity(nn.Cell):
         return x
 
 
+def silu(x):
+    return ops.silu(x)
+
+
 class SiLU(nn.Cell):
     def construct(self, x):
-        return x * ops.sigmoid(x)
+        return ops.silu(x)
+
+
+def gelu(x):
+    """Exact (erf) GELU, written out: MindSpore's fused GeLU kernel is the tanh approximation."""
+    return 0.5 * x * (1.0 + ops.erf(x * 0.7071067811865476))
 
 
 class GELU(nn.Cell):
     """Exact (erf) GELU, as torch.nn.GELU() and torch.nn.functional.gelu default to."""
 
     def construct(self, x):
-        return ops.gelu(x, approximate="none")
+        return gelu(x)
+
+
+def linear(x, weight, bias=None):
+    """x @ weight.T + bias over the last axis, as one 2-D matmul (no broadcast batch matmul)."""
+    lead = x.shape[:-1]
+    y = _matmul_nt(x.reshape(-1, x.shape[-1]), weight)
+    if bias is not None:
+        y = ops.bias_add(y, bias)
+    return y.reshape(lead + (weight.shape[0],))
 
 
 class Linear(nn.Cell):
@@ -64,7 +96,103 @@ class Linear(nn.Cell):
         dtype = self.compute_dtype
         w = ops.cast(self.weight, dtype)
         b = ops.cast(self.bias, dtype) if self.bias is not None else None
-        return ops.dense(ops.cast(x, dtype), w, b)
+        return linear(ops.cast(x, dtype), w, b)
+
+
+@functools.lru_cache(maxsize=64)
+def _tap_rows(spatial: Tuple[int, ...], kernel: Tuple[int, ...], stride: Tuple[int, ...],
+              pads: Tuple[Tuple[int, int], ...]) -> Tuple[np.ndarray, Tuple[int, ...]]:
+    """Row indices for im2col on a channels-last image of `spatial` positions.
+
+    Returns (rows, out_spatial): rows has one entry per (output position, kernel tap), both in
+    row-major order, holding the flat input position the tap reads, or prod(spatial) for taps
+    that fall in the zero padding (the caller appends one zero row there).
+    """
+    out_spatial = tuple((size + lo + hi - k) // s + 1
+                        for size, k, s, (lo, hi) in zip(spatial, kernel, stride, pads))
+    ndim = len(spatial)
+    flat = np.zeros(out_spatial + kernel, np.int64)
+    inside = np.ones(out_spatial + kernel, bool)
+    for d in range(ndim):
+        shape = [1] * (2 * ndim)
+        shape[d] = out_spatial[d]
+        origin = (np.arange(out_spatial[d]) * stride[d] - pads[d][0]).reshape(shape)
+        shape = [1] * (2 * ndim)
+        shape[ndim + d] = kernel[d]
+        pos = origin + np.arange(kernel[d]).reshape(shape)
+        inside &= (pos >= 0) & (pos < spatial[d])
+        flat = flat * spatial[d] + pos
+    rows = np.where(inside, flat, int(np.prod(spatial))).astype(np.int32).reshape(-1)
+    return rows, out_spatial
+
+
+@functools.lru_cache(maxsize=256)
+def _rows_tensor(spatial, kernel, stride, pads, start: int, stop: int) -> Tensor:
+    rows, _ = _tap_rows(spatial, kernel, stride, pads)
+    return Tensor(rows[start:stop])
+
+
+@functools.lru_cache(maxsize=256)
+def _conv_plan(n: int, c: int, spatial, kernel, stride, pads, itemsize: int):
+    """Static geometry of one matmul convolution, as plain Python values:
+    (out_spatial, taps, positions, out_positions, pointwise, batch_chunk, row_chunk)."""
+    _, out_spatial = _tap_rows(spatial, kernel, stride, pads)
+    taps = int(np.prod(kernel))
+    positions = int(np.prod(spatial))
+    out_positions = int(np.prod(out_spatial))
+    pointwise = taps == 1 and tuple(out_spatial) == tuple(spatial) and all(p == (0, 0) for p in pads)
+    per_image = out_positions * taps * c * itemsize
+    batch_chunk = max(1, min(n, MATMUL_CONV_CHUNK_BYTES // max(per_image, 1)))
+    if per_image <= MATMUL_CONV_CHUNK_BYTES:
+        row_chunk = out_positions
+    else:
+        row_chunk = max(1, MATMUL_CONV_CHUNK_BYTES // (taps * c * itemsize))
+    return out_spatial, taps, positions, out_positions, pointwise, batch_chunk, row_chunk
+
+
+def _matmul_conv(x, w, stride, pads):
+    """N-d convolution as gather (im2col on channels-last rows) + 2-D matmul, in chunks that
+    bound the im2col buffer to MATMUL_CONV_CHUNK_BYTES.
+
+    x: (n, c, *spatial); w: (o, c, *kernel); stride per spatial axis; pads: ((lo, hi), ...).
+    """
+    n, c = x.shape[0], x.shape[1]
+    spatial = tuple(x.shape[2:])
+    o = w.shape[0]
+    kernel = tuple(w.shape[2:])
+    itemsize = 2 if x.dtype == ms.float16 else 4
+    out_spatial, taps, positions, out_positions, pointwise, batch_chunk, row_chunk = _conv_plan(
+        n, c, spatial, kernel, stride, pads, itemsize)
+    # (o, c, *kernel) -> (o, taps * c): taps outer, channels inner, matching the gathered rows.
+    # The reordering waits for the input, so that graph mode does not run every layer's weight
+    # reordering up front and keep all of them alive at once.
+    w = ops.depend(w, x)
+    if taps == 1:
+        w2d = w.reshape(o, c)
+    elif len(kernel) == 2:
+        w2d = w.transpose(0, 2, 3, 1).reshape(o, taps * c)
+    else:
+        w2d = w.transpose(0, 2, 3, 4, 1).reshape(o, taps * c)
+    tokens = x.reshape(n, c, positions).transpose(0, 2, 1)
+    if pointwise:
+        y = _matmul_nt(tokens.reshape(n * positions, c), w2d)
+    else:
+        # One zero row after each image: the target of every tap that lands in the padding.
+        tokens = ops.cat([tokens, ops.zeros((n, 1, c), x.dtype)], axis=1)
+        pieces = []
+        for b0 in range(0, n, batch_chunk):
+            b1 = min(n, b0 + batch_chunk)
+            part = tokens if (b1 - b0) == n else tokens[b0:b1]
+            row_pieces = []
+            for r0 in range(0, out_positions, row_chunk):
+                r1 = min(out_positions, r0 + row_chunk)
+                index = _rows_tensor(spatial, kernel, stride, pads, r0 * taps, r1 * taps)
+                cols = ops.gather(part, index, 1).reshape((b1 - b0) * (r1 - r0), taps * c)
+                row_pieces.append(_matmul_nt(cols, w2d).reshape(b1 - b0, r1 - r0, o))
+            pieces.append(row_pieces[0] if len(row_pieces) == 1 else ops.cat(row_pieces, axis=1))
+        y = pieces[0] if len(pieces) == 1 else ops.cat(pieces, axis=0)
+    y = y.reshape(n, out_positions, o).transpose(0, 2, 1)
+    return y.reshape((n, o) + tuple(out_spatial))
 
 
 class _ConvNd(nn.Cell):
@@ -82,51 +210,40 @@ class _ConvNd(nn.Cell):
         self.implementation = policy.conv_implementation()
         self.compute_dtype = ms.float32
 
+    def _add_bias(self, y, dtype):
+        if self.bias is None:
+            return y
+        return ops.bias_add(y, ops.cast(self.bias, dtype))
+
 
 class Conv2d(_ConvNd):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
         super().__init__(2, in_channels, out_channels, kernel_size, stride, padding, bias)
-        self.is_pointwise = self.kernel_size == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0)
 
     def construct(self, x):
         return self.conv2d(x)
 
-    def conv2d(self, x):
+    def conv2d(self, x, extra_pad=None):
+        """The convolution; `extra_pad` = (left, right, top, bottom) zero padding applied first
+        (the VAE downsampler pads asymmetrically), folded into the im2col on the matmul path."""
         dtype = self.compute_dtype
         x = ops.cast(x, dtype)
         w = ops.cast(self.weight, dtype)
-        if self.implementation == "matmul":
-            y = self._matmul_conv(x, w)
-        else:
-            y = ops.conv2d(x, w, None, self.stride, "pad", self.padding)
-        if self.bias is not None:
-            y = y + ops.cast(self.bias, dtype).reshape(1, -1, 1, 1)
-        return y
-
-    def _matmul_conv(self, x, w):
-        n, c, h, wd = x.shape
-        kh, kw = self.kernel_size
-        sh, sw = self.stride
         ph, pw = self.padding
-        h_out = (h + 2 * ph - kh) // sh + 1
-        w_out = (wd + 2 * pw - kw) // sw + 1
-        w2d = w.reshape(self.out_channels, -1)
-        if self.is_pointwise:
-            cols = x.reshape(n, c, h * wd)
+        if self.implementation == "matmul":
+            left, right, top, bottom = extra_pad if extra_pad is not None else (0, 0, 0, 0)
+            pads = ((ph + top, ph + bottom), (pw + left, pw + right))
+            y = _matmul_conv(x, w, self.stride, pads)
         else:
-            cols = ops.unfold(x, self.kernel_size, 1, self.padding, self.stride)
-        return ops.matmul(w2d, cols).reshape(n, self.out_channels, h_out, w_out)
+            if extra_pad is not None:
+                x = ops.pad(x, tuple(extra_pad))
+            y = ops.conv2d(x, w, None, self.stride, "pad", self.padding)
+        return self._add_bias(y, dtype)
 
 
 class Conv3d(_ConvNd):
-    """3-D convolution. SVD only uses temporal kernels (kt, 1, 1), which lower to matmuls over
-    time-shifted copies of the input; any other kernel uses the backend's Conv3D."""
-
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
         super().__init__(3, in_channels, out_channels, kernel_size, stride, padding, bias)
-        self.temporal_only = (
-            self.kernel_size[1:] == (1, 1) and self.stride == (1, 1, 1) and self.padding[1:] == (0, 0)
-        )
         # Ascend 910 has no fp32 Conv3D kernel; there the op alone runs in fp16.
         self.kernel_dtype = ms.float16 if (policy.conv3d_lacks_fp32() and self.implementation == "native") else None
 
@@ -134,30 +251,15 @@ class Conv3d(_ConvNd):
         dtype = self.compute_dtype
         x = ops.cast(x, dtype)
         w = ops.cast(self.weight, dtype)
-        if self.implementation == "matmul" and self.temporal_only:
-            y = self._matmul_conv(x, w)
+        if self.implementation == "matmul":
+            y = _matmul_conv(x, w, self.stride, tuple((p, p) for p in self.padding))
         elif self.kernel_dtype is not None:
             y = ops.conv3d(ops.cast(x, self.kernel_dtype), ops.cast(w, self.kernel_dtype), None,
                            self.stride, "pad", self.padding)
             y = ops.cast(y, dtype)
         else:
             y = ops.conv3d(x, w, None, self.stride, "pad", self.padding)
-        if self.bias is not None:
-            y = y + ops.cast(self.bias, dtype).reshape(1, -1, 1, 1, 1)
-        return y
-
-    def _matmul_conv(self, x, w):
-        n, c, t, h, wd = x.shape
-        kt = self.kernel_size[0]
-        pt = self.padding[0]
-        t_out = t + 2 * pt - kt + 1
-        if pt > 0:
-            x = ops.pad(x, (0, 0, 0, 0, pt, pt))
-        # (n, c, kt, t_out, h*w): column k holds the input shifted by k frames.
-        shifted = ops.stack([x[:, :, k:k + t_out] for k in range(kt)], axis=2)
-        cols = shifted.reshape(n, c * kt, t_out * h * wd)
-        y = ops.matmul(w.reshape(self.out_channels, c * kt), cols)
-        return y.reshape(n, self.out_channels, t_out, h, wd)
+        return self._add_bias(y, dtype)
 
 
 class GroupNorm(nn.Cell):
@@ -173,14 +275,8 @@ class GroupNorm(nn.Cell):
 
     def construct(self, x):
         in_dtype = x.dtype
-        shape = x.shape
-        h = ops.cast(x, ms.float32).reshape(shape[0], self.num_groups, -1)
-        mean = h.mean(axis=-1, keep_dims=True)
-        var = ops.square(h - mean).mean(axis=-1, keep_dims=True)
-        h = (h - mean) / ops.sqrt(var + self.eps)
-        h = h.reshape(shape)
-        affine_shape = (1, self.num_channels) + (1,) * (len(shape) - 2)
-        h = h * self.weight.reshape(affine_shape) + self.bias.reshape(affine_shape)
+        h = mint.nn.functional.group_norm(ops.cast(x, ms.float32), self.num_groups, self.weight, self.bias,
+                                          self.eps)
         return ops.cast(h, in_dtype)
 
 
@@ -192,13 +288,11 @@ class LayerNorm(nn.Cell):
         self.eps = eps
         self.weight = Parameter(initializer("ones", (dim,), ms.float32), name="weight")
         self.bias = Parameter(initializer("zeros", (dim,), ms.float32), name="bias")
+        self.norm = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)
 
     def construct(self, x):
         in_dtype = x.dtype
-        h = ops.cast(x, ms.float32)
-        mean = h.mean(axis=-1, keep_dims=True)
-        var = ops.square(h - mean).mean(axis=-1, keep_dims=True)
-        h = (h - mean) / ops.sqrt(var + self.eps) * self.weight + self.bias
+        h = self.norm(ops.cast(x, ms.float32), self.weight, self.bias)[0]
         return ops.cast(h, in_dtype)
 
 
@@ -212,6 +306,8 @@ def conv_nd(dims: int, *args, **kwargs):
 
 def nearest_upsample(x, scale: int = 2):
     """Nearest-neighbour upsampling of the last two axes by an integer factor."""
+    if x.ndim == 4:
+        return mint.nn.functional.interpolate(x, scale_factor=(float(scale), float(scale)), mode="nearest")
     shape = x.shape
     lead = shape[:-2]
     h, w = shape[-2], shape[-1]

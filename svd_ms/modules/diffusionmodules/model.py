@@ -15,7 +15,7 @@ def Normalize(in_channels: int, num_groups: int = 32) -> GroupNorm:
 
 
 def nonlinearity(x):
-    return x * ops.sigmoid(x)
+    return ops.silu(x)
 
 
 class Upsample(nn.Cell):
@@ -38,7 +38,7 @@ class Downsample(nn.Cell):
     def construct(self, x):
         if self.conv is not None:
             # Asymmetric padding: one extra row and column at the bottom/right.
-            return self.conv(ops.pad(x, (0, 1, 0, 1)))
+            return self.conv.conv2d(x, extra_pad=(0, 1, 0, 1))
         n, c, h, w = x.shape
         return x.reshape(n, c, h // 2, 2, w // 2, 2).mean(axis=(3, 5))
 

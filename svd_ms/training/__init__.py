@@ -1,0 +1,1 @@
+"""Fine-tuning: video data, the train step, checkpoints (see train.py and configs/train/)."""

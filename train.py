@@ -1,0 +1,74 @@
+#!/usr/bin/env python
+"""Fine-tune Stable Video Diffusion on a CSV of videos.
+
+    python train.py --config configs/train/svd_finetune.yaml [key=value ...] [--resume]
+    msrun --worker_num=8 --local_worker_num=8 --master_port=8118 --join=True \\
+        train.py --config configs/train/svd_finetune.yaml
+
+`key=value` items override the config (OmegaConf dotlist: train.max_steps=2000 data.csv=my.csv).
+`--resume` continues from the newest checkpoint under train.output_dir (or `--resume DIR` from
+a given checkpoints/step_XXXXXXX folder): weights, optimizer, loss scale, EMA, step and every
+rank's data position, so the run ends where an uninterrupted one would.
+Ctrl-C / SIGTERM stop after the current step with a checkpoint (exit code 130).
+Exit codes: 0 done, 1 configuration/data/checkpoint error (one line on stderr), 130 interrupted.
+"""
+import argparse
+import os
+import sys
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="training YAML (see configs/train/)")
+    parser.add_argument("--resume", nargs="?", const="auto", default=None,
+                        help="continue from the newest checkpoint in train.output_dir, or from DIR")
+    parser.add_argument("--device_target", default=None, choices=["CPU", "GPU", "Ascend"],
+                        help="device (default: MindSpore's default for this installation)")
+    parser.add_argument("overrides", nargs="*", help="config overrides, key=value")
+    return parser.parse_args(argv)
+
+
+def run_scheduler() -> int:
+    """msrun starts this script once more as its scheduler (MS_ROLE=MS_SCHED), which only serves
+    the workers' rendezvous: init() returns once the workers are done."""
+    from mindspore.communication import init
+
+    try:
+        init()
+    except Exception as exc:  # one line: the workers' logs say more
+        print(f"train.py: error: msrun scheduler: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv=None) -> int:
+    if os.environ.get("MS_ROLE") == "MS_SCHED":
+        return run_scheduler()
+    args = parse_args(argv)
+    bad = [item for item in args.overrides if "=" not in item]
+    if bad:
+        print(f"train.py: error: overrides must be key=value, got {bad[0]!r}", file=sys.stderr)
+        return 1
+    import mindspore as ms
+
+    from svd_ms.errors import SVDError
+    from svd_ms.training.data import DataError
+    from svd_ms.training.trainer import Cluster, Trainer, load_train_config, setup_mindspore
+
+    try:
+        cfg = load_train_config(args.config, args.overrides)
+        if args.device_target:
+            ms.set_device(args.device_target)
+        setup_mindspore()
+        cluster = Cluster()
+        trainer = Trainer(cfg, cluster, resume=args.resume)
+        status = trainer.run()
+    except (SVDError, DataError) as exc:
+        print(f"train.py: error: {exc}", file=sys.stderr)
+        return 1
+    return 130 if status == "interrupted" else 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    sys.exit(main())
