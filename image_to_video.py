@@ -678,12 +678,9 @@ def setup_mindspore(cfg, cluster: Cluster) -> str:
     if device_id is None:
         device_id = int(os.environ.get("DEVICE_ID", "0"))
     try:
-        if target == "CPU":
-            ms.set_device("CPU")
-        else:
-            ms.set_device(target, device_id)
-        ms.set_context(mode=ms.GRAPH_MODE if cfg.mode == 0 else ms.PYNATIVE_MODE)
         from svd_ms import policy
+        policy.select_device(target, None if target == "CPU" else device_id)
+        ms.set_context(mode=ms.GRAPH_MODE if cfg.mode == 0 else ms.PYNATIVE_MODE)
         policy.apply_runtime_settings()
     except Exception as e:
         raise CLIError(f"--device_target={target}: cannot use it ({_one_line(e)})") from e

@@ -58,7 +58,8 @@ def main(argv=None) -> int:
     try:
         cfg = load_train_config(args.config, args.overrides)
         if args.device_target:
-            ms.set_device(args.device_target)
+            from svd_ms import policy
+            policy.select_device(args.device_target)
         setup_mindspore()
         cluster = Cluster()
         trainer = Trainer(cfg, cluster, resume=args.resume)

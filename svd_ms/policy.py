@@ -172,6 +172,18 @@ def apply_training_precision(engine, precision: str) -> Dict[str, str]:
     return decided
 
 
+def select_device(target: str, device_id: Optional[int] = None) -> None:
+    """ms.set_device, except that re-selecting the device a running runtime already uses is
+    accepted: MindSpore refuses any set_device once kernels have run, even an identical one."""
+    already = ms.get_context("device_target")
+    try:
+        ms.set_device(target, device_id)
+    except RuntimeError as exc:
+        if already == target and "initialized" in str(exc):
+            return
+        raise
+
+
 def apply_runtime_settings() -> None:
     """Process-wide MindSpore runtime settings for the current device; call after set_context."""
     if pynative_launch_blocking():

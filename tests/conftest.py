@@ -18,8 +18,11 @@ TINY_IMAGE = os.path.join(REFERENCE, "tiny_svd.input.png")
 
 def pytest_configure(config):
     import mindspore as ms
-    ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
     from svd_ms import policy
+    # One device selection for the whole session: the CLI tests re-select CPU in-process
+    # after other tests have already run kernels.
+    policy.select_device("CPU")
+    ms.set_context(mode=ms.PYNATIVE_MODE)
     policy.apply_runtime_settings()
 
 

@@ -419,7 +419,8 @@ def api_video():
     import mindspore as ms
     from svd_ms.pipeline import SVDInferPipeline
 
-    ms.set_device("CPU")
+    from svd_ms import policy
+    policy.select_device("CPU")
     ms.set_context(mode=ms.PYNATIVE_MODE)
     pipe = SVDInferPipeline(str(TINY_CFG), str(TINY_CKPT), num_frames=E2E["frames"],
                             num_steps=E2E["steps"], decode_chunk_size=3)
