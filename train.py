@@ -49,7 +49,6 @@ def main(argv=None) -> int:
     if bad:
         print(f"train.py: error: overrides must be key=value, got {bad[0]!r}", file=sys.stderr)
         return 1
-    import mindspore as ms
 
     from svd_ms.errors import SVDError
     from svd_ms.training.data import DataError

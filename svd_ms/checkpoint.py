@@ -6,7 +6,7 @@ namely the OpenCLIP text-tower remnants that SVD checkpoints carry but never use
 """
 import os
 import re
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import mindspore as ms
 import numpy as np

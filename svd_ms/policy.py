@@ -17,16 +17,19 @@ def device_target() -> str:
 
 
 def conv_implementation() -> str:
-    """'matmul' (im2col + matmul) or 'native' (the backend's Conv2D/Conv3D kernels).
+    """'native' (the backend's Conv2D/Conv3D kernels) or 'matmul' (gather + 2-D matmul).
 
-    MindSpore's CPU convolution kernels run at about 1 GFLOP/s, while its CPU matmul is 50-100x
-    faster, so on CPU every convolution is lowered to matmuls. Ascend and GPU keep their native
-    kernels. `SVD_MS_CONV=native|matmul` overrides the choice (tests compare the two).
+    Native everywhere by default. On CPU this follows `benchmarks/conv_paths.py` (README,
+    "Performance"): with MindSpore 2.10 the native CPU kernels ran at 40-140 GFLOP/s on the
+    model's shapes, and gather + matmul won only on a few deep UNet levels (by 10-30%) while
+    losing up to 11x on the VAE's wide, few-channel images; over one of each shape it took 1.9x
+    the time. `SVD_MS_CONV=matmul` forces the matmul path (for a CPU build whose native
+    kernels are slow), `SVD_MS_CONV=native` the kernels; the tests compare the two.
     """
     forced = os.environ.get("SVD_MS_CONV")
     if forced in ("native", "matmul"):
         return forced
-    return "matmul" if device_target() == "CPU" else "native"
+    return "native"
 
 
 def attention_implementation(requested: str = "auto") -> str:
@@ -78,7 +81,7 @@ def describe(amp_level: str, attention: str = "auto", device: Optional[str] = No
         "fp32_islands": ", ".join(FP32_ISLANDS) if amp_level == "O2" else "everything is float32",
         "vae": "float32" + (" (Conv3d in float16: no fp32 kernel)" if device == "Ascend" else ""),
         "attention": attention_implementation(attention),
-        "convolution": conv_implementation(),
+        "convolution": "gather + matmul" if conv_implementation() == "matmul" else "native kernels",
     }
 
 # Linear layers that embed timesteps / frame indices / micro-conditioning stay float32 under O2.

@@ -8,12 +8,9 @@ One module-scoped run of each kind is shared by the assertions:
 The images are small (192x128) and the sampling short (3 frames, 2 steps) so that it fits in CI.
 Every msrun gets a free port and a timeout; its whole process tree is killed afterwards.
 """
-import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,22 +20,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import msrun_helpers
+
 REPO = Path(__file__).resolve().parents[1]
 REF = Path(os.environ.get("SVD_MS_REFERENCE", REPO / ".." / "shared" / "reference")).resolve()
 TINY_CFG = REF / "tiny_svd.sgm.yaml"
 TINY_CKPT = REF / "tiny_svd.safetensors"
 TINY_IMG = REF / "tiny_svd.input.png"
-MSRUN = shutil.which("msrun") or str(Path(sys.executable).with_name("msrun"))
 TIMEOUT = int(os.environ.get("SVD_TEST_MSRUN_TIMEOUT", "2400"))
 SEED = 7
 GOOD = ["a_left.png", "b_right.png", "c_demo.png"]
 
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cli_args(images: Path, out: Path):
@@ -49,46 +41,7 @@ def cli_args(images: Path, out: Path):
 
 
 def run_msrun(images: Path, out: Path, log_dir: Path):
-    """Run msrun to completion (or TIMEOUT) and leave none of its processes behind.
-
-    msrun starts its workers in sessions of their own, so they are tracked while it runs
-    and each one that is still alive at the end is killed.
-    """
-    import psutil
-
-    cmd = [MSRUN, "--worker_num=2", "--local_worker_num=2", f"--master_port={free_port()}",
-           "--join=True", f"--log_dir={log_dir}"] + cli_args(images, out)
-    # msrun runs "python <script> ...": make that this interpreter
-    env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent),
-                                                 os.environ.get("PATH", "")]))
-    launcher_log = log_dir / "launcher.txt"
-    with open(launcher_log, "w") as f:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
-    seen = {}
-    deadline = time.monotonic() + TIMEOUT
-    try:
-        while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                for child in psutil.Process(proc.pid).children(recursive=True):
-                    seen.setdefault(child.pid, child)
-            except psutil.NoSuchProcess:
-                pass
-            time.sleep(0.5)
-    finally:
-        if proc.poll() is None:
-            with contextlib.suppress(OSError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-        for child in seen.values():
-            with contextlib.suppress(psutil.Error):
-                if child.is_running():
-                    child.kill()
-    timed_out = time.monotonic() >= deadline
-    logs = {p.name: p.read_text(errors="replace") for p in sorted(log_dir.glob("*.log"))}
-    launcher = launcher_log.read_text(errors="replace")
-    assert not timed_out, f"msrun ran past {TIMEOUT} s\n{launcher[-2000:]}"
-    return proc.returncode, launcher, logs
+    return msrun_helpers.run_msrun(cli_args(images, out), log_dir, TIMEOUT)
 
 
 def frames_of(folder: Path) -> np.ndarray:
@@ -103,7 +56,7 @@ def output_files(out: Path):
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     assert TINY_CKPT.exists(), f"shared tiny reference missing: {TINY_CKPT}"
-    assert Path(MSRUN).exists(), f"msrun not found ({MSRUN}); it comes with mindspore"
+    assert Path(msrun_helpers.MSRUN).exists(), f"msrun not found ({msrun_helpers.MSRUN}); it comes with mindspore"
     d = tmp_path_factory.mktemp("images")
     with Image.open(TINY_IMG) as im:
         src = im.convert("RGB")

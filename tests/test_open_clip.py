@@ -1,5 +1,4 @@
 """OpenCLIP image embedder: preprocessing and projected embedding vs upstream."""
-import numpy as np
 import pytest
 
 from conftest import assert_close

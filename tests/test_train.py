@@ -11,15 +11,9 @@ train step takes seconds on a CPU. Runs that several assertions share are module
 - msrun --worker_num=2 (one video per rank) after one step equals one process on the
   concatenated batch, and one process accumulating two micro-batches.
 """
-import contextlib
 import json
 import os
-import shutil
 import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import mindspore as ms
@@ -27,9 +21,9 @@ import numpy as np
 import pytest
 
 from conftest import TINY_CONFIG, TINY_WEIGHTS
+from msrun_helpers import run_msrun
 
 REPO = Path(__file__).resolve().parents[1]
-MSRUN = shutil.which("msrun") or str(Path(sys.executable).with_name("msrun"))
 TIMEOUT = int(os.environ.get("SVD_TEST_MSRUN_TIMEOUT", "900"))
 TEMPORAL_TAGS = ("time_stack", "time_mixer", "time_pos_embed")
 
@@ -321,48 +315,10 @@ def test_all_bad_data_stops_with_one_line(data, tmp_path, capsys):
 
 # ------------------------------------------------------------------------------- msrun
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # Adam's first update is lr * g / (|g| + eps): with the default eps (1e-8) it is lr * sign(g), so
 # float rounding in near-zero gradients could flip whole steps. A larger eps makes the update a
 # smooth function of the gradient, so "same weights" compares the gradients' agreement.
 DP_TRAIN = {"max_steps": 1, "optimizer": {"lr": 1.0e-4, "eps": 1.0e-3}, "trainable": "all"}
-
-
-def run_msrun(args, log_dir: Path):
-    import psutil
-
-    # msrun runs `python SCRIPT ARGS` (any other launcher name gets `python` put in front), so
-    # this interpreter's folder goes first on PATH.
-    cmd = [MSRUN, "--worker_num=2", "--local_worker_num=2", f"--master_port={free_port()}", "--join=True",
-           f"--log_dir={log_dir}"] + args
-    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    with open(log_dir / "launcher.txt", "w") as f:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, env=env)
-    seen = {}
-    deadline = time.monotonic() + TIMEOUT
-    try:
-        while proc.poll() is None and time.monotonic() < deadline:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                for child in psutil.Process(proc.pid).children(recursive=True):
-                    seen.setdefault(child.pid, child)
-            time.sleep(0.5)
-    finally:
-        if proc.poll() is None:
-            with contextlib.suppress(OSError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-        for child in seen.values():
-            with contextlib.suppress(psutil.Error):
-                if child.is_running():
-                    child.kill()
-    assert time.monotonic() < deadline, f"msrun ran past {TIMEOUT} s"
-    logs = {p.name: p.read_text(errors="replace") for p in sorted(log_dir.glob("*.log"))}
-    return proc.returncode, (log_dir / "launcher.txt").read_text(errors="replace"), logs
 
 
 @pytest.fixture(scope="module")
@@ -377,7 +333,7 @@ def data_parallel(data, tmp_path_factory):
         f"  width: 64\n")
     log_dir = out / "logs"
     log_dir.mkdir()
-    rc, launcher, logs = run_msrun([str(REPO / "train.py"), "--config", str(cfg_file)], log_dir)
+    rc, launcher, logs = run_msrun([REPO / "train.py", "--config", cfg_file], log_dir, TIMEOUT)
     return {"out": out / "run", "rc": rc, "launcher": launcher, "logs": logs}
 
 

@@ -10,7 +10,7 @@ GroupNorm, BiasAdd, SiLU, 2-D MatMul with a transposed operand, nearest interpol
 """
 import functools
 import math
-from typing import Sequence, Tuple
+from typing import Tuple
 
 import numpy as np
 

@@ -6,7 +6,7 @@ layout; the image blocks ignore `timesteps`.
 from mindspore import nn, ops
 
 from ..attention import scaled_dot_product_attention
-from ..layers import Conv2d, GroupNorm, Identity, Linear, SiLU, nearest_upsample
+from ..layers import Conv2d, GroupNorm, Identity, Linear, nearest_upsample
 from ... import policy
 
 

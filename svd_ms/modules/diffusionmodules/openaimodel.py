@@ -1,5 +1,5 @@
 """Building blocks of the UNet shared by image and video models (sgm.modules.diffusionmodules.openaimodel)."""
-from typing import Iterable, Optional
+from typing import Iterable
 
 from mindspore import nn, ops
 

@@ -3,7 +3,7 @@
 The step functions are plain functions over tensors; the sampler objects only hold their
 configuration. The sampler state stays in float32.
 """
-from typing import Callable, Dict, Optional, Union
+from typing import Callable, Dict, Optional
 
 import mindspore as ms
 import numpy as np

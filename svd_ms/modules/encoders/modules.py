@@ -3,8 +3,7 @@
 Embedders run once per video, on the host side of the sampling loop: each has an `embed(value)`
 method that prepares its input and calls its MindSpore cells (which graph mode compiles).
 """
-import math
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional
 
 import mindspore as ms
 import numpy as np

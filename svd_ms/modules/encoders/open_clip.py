@@ -2,7 +2,6 @@
 
 Parameter names follow open_clip's `model.visual.*` so upstream checkpoints load by name.
 """
-import math
 from typing import Dict, Union
 
 import mindspore as ms

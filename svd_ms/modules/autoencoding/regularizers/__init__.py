@@ -1,5 +1,4 @@
 """Latent regularizers (sgm.modules.autoencoding.regularizers)."""
-import mindspore as ms
 from mindspore import nn, ops
 
 

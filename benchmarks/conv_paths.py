@@ -1,0 +1,117 @@
+"""Native Conv2D/Conv3D kernels against the gather + matmul path, shape by shape.
+
+Times every distinct convolution shape of the full-size SVD UNet (one CFG batch of 2 x --frames
+frames at --size pixels) and of the temporal VAE decoder (--frames frames), each path in its own
+graph-mode cell, and prints a table with GFLOP/s per path and the path `svd_ms.policy` picks on
+this device. This is the measurement behind the CPU choice in `policy.conv_implementation`.
+
+    python benchmarks/conv_paths.py                       # 14 frames, 256x256 (~5 min on 2 cores)
+    python benchmarks/conv_paths.py --frames 4 --size 128
+"""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+
+def shapes(frames: int, size: int):
+    """(label, dims, batch, cin, cout, kernel, stride, padding, spatial) for the SVD UNet
+    (model_channels 320, channel_mult 1,2,4,4) and temporal VAE decoder (ch 128, ch_mult 1,2,4,4)."""
+    n, h = 2 * frames, size // 8
+    unet = [
+        ("UNet conv_in", 2, n, 8, 320, 3, 1, 1, (h, h)),
+        ("UNet res 320", 2, n, 320, 320, 3, 1, 1, (h, h)),
+        ("UNet res 640->320 (decoder)", 2, n, 640, 320, 3, 1, 1, (h, h)),
+        ("UNet skip 1x1 640->320", 2, n, 640, 320, 1, 1, 0, (h, h)),
+        ("UNet downsample 320", 2, n, 320, 320, 3, 2, 1, (h, h)),
+        ("UNet res 640", 2, n, 640, 640, 3, 1, 1, (h // 2, h // 2)),
+        ("UNet res 1280", 2, n, 1280, 1280, 3, 1, 1, (h // 4, h // 4)),
+        ("UNet res 2560->1280 (decoder)", 2, n, 2560, 1280, 3, 1, 1, (h // 8, h // 8)),
+        ("UNet res 1280 lowest", 2, n, 1280, 1280, 3, 1, 1, (h // 8, h // 8)),
+        ("UNet temporal (3,1,1) 320", 3, 2, 320, 320, (3, 1, 1), 1, (1, 0, 0), (frames, h, h)),
+        ("UNet temporal (3,1,1) 640", 3, 2, 640, 640, (3, 1, 1), 1, (1, 0, 0), (frames, h // 2, h // 2)),
+        ("UNet temporal (3,1,1) 1280", 3, 2, 1280, 1280, (3, 1, 1), 1, (1, 0, 0), (frames, h // 4, h // 4)),
+    ]
+    t = frames
+    vae = [
+        ("VAE res 512 (latent size)", 2, t, 512, 512, 3, 1, 1, (h, h)),
+        ("VAE res 512 (x2)", 2, t, 512, 512, 3, 1, 1, (2 * h, 2 * h)),
+        ("VAE res 256 (x4)", 2, t, 256, 256, 3, 1, 1, (4 * h, 4 * h)),
+        ("VAE res 128 (x8)", 2, t, 128, 128, 3, 1, 1, (8 * h, 8 * h)),
+        ("VAE conv_out 128->3", 2, t, 128, 3, 3, 1, 1, (8 * h, 8 * h)),
+        ("VAE temporal (3,1,1) 256 (x4)", 3, 1, 256, 256, (3, 1, 1), 1, (1, 0, 0), (t, 4 * h, 4 * h)),
+        ("VAE temporal (3,1,1) 128 (x8)", 3, 1, 128, 128, (3, 1, 1), 1, (1, 0, 0), (t, 8 * h, 8 * h)),
+    ]
+    return unet + vae
+
+
+def conv_flops(n, cin, cout, kernel, stride, padding, spatial):
+    kernel = kernel if isinstance(kernel, tuple) else (kernel,) * len(spatial)
+    padding = padding if isinstance(padding, tuple) else (padding,) * len(spatial)
+    out = [(s + 2 * p - k) // stride + 1 for s, k, p in zip(spatial, kernel, padding)]
+    return 2.0 * n * cin * cout * int(np.prod(kernel)) * int(np.prod(out))
+
+
+def best_time(fn, repeats):
+    fn()  # compile and warm up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=int, default=14)
+    ap.add_argument("--size", type=int, default=256, help="square frame size in pixels (multiple of 64)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per path; the best is reported")
+    args = ap.parse_args()
+    import mindspore as ms
+    from mindspore import nn
+    from svd_ms import policy
+    from svd_ms.modules import layers
+    policy.select_device(os.environ.get("SVD_MS_DEVICE", "CPU"))
+    ms.set_context(mode=ms.GRAPH_MODE)
+
+    class Run(nn.Cell):
+        def __init__(self, conv):
+            super().__init__()
+            self.conv = conv
+
+        def construct(self, x):
+            return self.conv(x)
+
+    rng = np.random.default_rng(0)
+    print(f"device {policy.device_target()}, graph mode, {args.frames} frames at {args.size}x{args.size}, "
+          f"best of {args.repeats}")
+    print("| convolution | input | native GFLOP/s | matmul GFLOP/s | matmul / native time | policy |")
+    print("|---|---|---|---|---|---|")
+    totals = {"native": 0.0, "matmul": 0.0, "policy": 0.0}
+    for label, dims, n, cin, cout, kernel, stride, padding, spatial in shapes(args.frames, args.size):
+        x = ms.Tensor(rng.standard_normal((n, cin) + spatial, dtype=np.float32))
+        flop = conv_flops(n, cin, cout, kernel, stride, padding, spatial)
+        seconds = {}
+        for path in ("native", "matmul"):
+            conv = layers.conv_nd(dims, cin, cout, kernel, stride=stride, padding=padding)
+            conv.implementation = path
+            run = Run(conv)
+            seconds[path] = best_time(lambda: run(x).asnumpy(), args.repeats)
+            totals[path] += seconds[path]
+        choice = policy.conv_implementation()
+        totals["policy"] += seconds[choice]
+        print(f"| {label} | {n}x{cin}x{'x'.join(map(str, spatial))} | {flop / seconds['native'] / 1e9:.1f} | "
+              f"{flop / seconds['matmul'] / 1e9:.1f} | {seconds['matmul'] / seconds['native']:.2f} | {choice} |",
+              flush=True)
+    print(f"\nsum over the shapes above (one of each): native {totals['native']:.2f} s, matmul "
+          f"{totals['matmul']:.2f} s, policy {totals['policy']:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
