@@ -512,8 +512,9 @@ def report(args, results):
                          f"{100 * f['spatial_attention'] / f['total']:.0f}%), projected "
                          f"{sec_per_flop * f['total']:.0f} s per step for svd-ms"
                          + (f", {torch_per_flop * f['total']:.0f} s for diffusers" if torch_per_flop else "")
-                         + f"; x25 steps = {25 * sec_per_flop * f['total'] / 60:.0f} min; full attention-score "
-                           f"matrices of the first level would take {scores_gb:.0f} GB at once")
+                         + f"; x25 steps = {25 * sec_per_flop * f['total'] / 60:.0f} min; the first level's "
+                           f"attention scores are {scores_gb:.0f} GB in all, formed one frame at a time "
+                           f"({scores_gb / (BATCH * frames):.1f} GB)")
     for key in ("ours-native", "ours-matmul"):
         forced = by.get(key, {})
         if forced.get("step_s") and ours.get("step_s"):
