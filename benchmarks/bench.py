@@ -129,10 +129,13 @@ def emit(result: dict):
     print("RESULT " + json.dumps(result), flush=True)
 
 
+DEVICE_TARGET = "CPU"  # set from --device_target in each worker
+
+
 def setup_mindspore(mode: str):
     import mindspore as ms
     from svd_ms import policy
-    policy.select_device("CPU")
+    policy.select_device(DEVICE_TARGET)
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
     policy.apply_runtime_settings()  # blocking PyNative launch on CPU, as the CLI and tests use
     return ms
@@ -406,7 +409,8 @@ WORKERS = {
 def run_worker(name, args):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--frames", str(args.frames),
            "--size", str(args.size), "--repeats", str(args.repeats), "--warmup", str(args.warmup),
-           "--vae_frames", str(args.vae_frames), "--vae_mode", args.vae_mode, "--out_dir", args.out_dir]
+           "--vae_frames", str(args.vae_frames), "--vae_mode", args.vae_mode, "--out_dir", args.out_dir,
+           "--device_target", args.device_target]
     env = dict(os.environ)
     env.setdefault("GLOG_v", "3")
     t0 = time.perf_counter()
@@ -441,7 +445,7 @@ def report(args, results):
     lines = []
     lines.append(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
                  f"{_mem_total_gb():.0f} GB RAM, {platform.system()} {platform.release()}, Python "
-                 f"{platform.python_version()}; {_versions()}")
+                 f"{platform.python_version()}; {_versions()}; MindSpore backend {args.device_target}")
     lines.append(f"UNet step: batch {BATCH} x {args.frames} frames, {args.size}x{args.size} pixels "
                  f"({h}x{w} latents), {flops['total'] / 1e12:.2f} TFLOP per step (analytic: conv "
                  f"{flops['conv'] / 1e12:.2f}, linear {flops['linear'] / 1e12:.2f}, attention "
@@ -564,6 +568,8 @@ def main():
     ap.add_argument("--out_dir", default=None, help="where workers leave outputs (default: a temp dir)")
     ap.add_argument("--timeout", type=int, default=3600, help="seconds per system")
     ap.add_argument("--json", default=None, help="also write all results here")
+    ap.add_argument("--device_target", default="CPU", choices=("CPU", "GPU", "Ascend"),
+                    help="MindSpore backend of the svd-ms and mindone systems (PyTorch runs on CPU)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.frames is None:
@@ -577,6 +583,8 @@ def main():
         args.out_dir = tempfile.mkdtemp(prefix="svd_bench_")
     os.makedirs(args.out_dir, exist_ok=True)
     if args.worker:
+        global DEVICE_TARGET
+        DEVICE_TARGET = args.device_target
         WORKERS[args.worker](args)
         return
     systems = QUICK_SYSTEMS if args.quick else ALL_SYSTEMS
