@@ -24,6 +24,7 @@ import contextlib
 import glob
 import hashlib
 import inspect
+import argparse
 import json
 import math
 import platform
@@ -153,7 +154,7 @@ def build_parser(pipeline_cls):
         "--config override it. Under msrun every worker takes its share of the images.",
         env_prefix="SVD_CLI",
         default_env=False,
-        exit_on_error=True,
+        exit_on_error=False,  # main() turns a flag error into one line, not usage + message
     )
     parser.add_argument("--config", action=ActionConfigFile,
                         help="YAML file holding any of these flags (e.g. the output of --print_config).")
@@ -240,6 +241,8 @@ def validate_args(cfg, kwargs: Dict[str, Any]) -> Tuple[Optional[int], Optional[
     check("motion_bucket_id", 0, 255, optional=False)
     check("noise_aug_strength", 0.0)
     check("ff_chunk_size", 1)
+    if not cfg.dist_timeout > 0:
+        raise CLIError(f"--dist_timeout={cfg.dist_timeout} must be a positive number of seconds")
     if cfg.seed is not None and not (0 <= cfg.seed < SEED_MOD):
         raise CLIError(f"--seed={cfg.seed} is out of range: it must be between 0 and {SEED_MOD - 1}")
     check_checkpoint(kwargs.get("checkpoint"))
@@ -683,7 +686,8 @@ def setup_mindspore(cfg, cluster: Cluster) -> str:
         ms.set_context(mode=ms.GRAPH_MODE if cfg.mode == 0 else ms.PYNATIVE_MODE)
         policy.apply_runtime_settings()
     except Exception as e:
-        raise CLIError(f"--device_target={target}: cannot use it ({_one_line(e)})") from e
+        culprit = f"--device_target={target}" + (f" --device_id={device_id}" if target != "CPU" else "")
+        raise CLIError(f"{culprit}: cannot use it ({_one_line(e)})") from e
     return target
 
 
@@ -1099,6 +1103,9 @@ def main(argv: Optional[Sequence[str]] = None, pipeline_cls=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
+    except argparse.ArgumentError as e:
+        print(f"error: {' '.join(str(e).split())} (see --help)", file=sys.stderr, flush=True)
+        return EXIT_SETUP
     except (CLIError,) + _svd_error_types() as e:
         print(f"error: {_one_line(e)}", file=sys.stderr, flush=True)
         if _debug_enabled():

@@ -66,6 +66,16 @@ def main(argv=None) -> int:
     except (SVDError, DataError) as exc:
         print(f"train.py: error: {exc}", file=sys.stderr)
         return 1
+    except (ValueError, TypeError, KeyError, OSError, RuntimeError) as exc:
+        # Settings the trainer's modules reject themselves (an unknown lr schedule or loss type,
+        # bf16 on CPU, a non-integer step count, an unwritable output folder): one line, not a
+        # traceback, unless SVD_DEBUG asks for it.
+        if os.environ.get("SVD_DEBUG", "") not in ("", "0"):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0]
+        print(f"train.py: error: {type(exc).__name__}: {first} (set SVD_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return 1
     return 130 if status == "interrupted" else 0
 
 

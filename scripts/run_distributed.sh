@@ -17,7 +17,7 @@
 #                 --master_addr=192.168.1.10 --node_rank=1 -- <image_to_video.py flags>
 #   The image paths and --output_dir must be the same shared storage on every server.
 #
-# CPU, 2 workers on one machine (what the test suite runs):
+# CPU, 2 workers on one machine (the same msrun command line tests/test_distributed.py builds):
 #   bash scripts/run_distributed.sh --worker_num=2 --local_worker_num=2 -- \
 #       --device_target=CPU --mode=1 --SVD.config=... --image=... --output_dir=...
 #
@@ -61,7 +61,7 @@ while [[ $# -gt 0 ]]; do
 done
 local_worker_num="${local_worker_num:-$worker_num}"
 
-for v in worker_num local_worker_num master_port node_rank; do
+for v in worker_num local_worker_num master_port node_rank cluster_time_out; do
     if ! [[ "${!v}" =~ ^[0-9]+$ ]]; then
         echo "run_distributed.sh: --$v must be a non-negative integer, got '${!v}'" >&2
         exit 2

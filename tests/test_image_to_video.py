@@ -329,6 +329,7 @@ BAD_CASES = {
                                 or ["--SVD.checkpoint", t / "other.safetensors"], "does not fit", 2),
     "output dir not writable": (lambda t, img: (t / "afile").write_text("x") and
                                 ["--output_dir", t / "afile" / "sub"], "--output_dir", 2),
+    "dist_timeout 0": (lambda t, img: ["--dist_timeout=0"], "--dist_timeout", 2),
 }
 
 
@@ -345,6 +346,16 @@ def test_bad_input_message_exit_code_no_output(tmp_path, img, capsys, case):
     assert lines and any(needle in ln for ln in lines), err
     assert "Traceback" not in err and "Traceback" not in out
     assert videos_in(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("flag,needle", [("--mode=3", '"mode"'), ("--seed=abc", '"seed"'),
+                                         ("--no_such_flag=1", "--no_such_flag")])
+def test_flag_parse_error_is_one_line(tmp_path, img, capsys, flag, needle):
+    rc, out, err = run(capsys, base_args(tmp_path / "out", img("ok.png")) + [flag])
+    assert rc == 2, (rc, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], err
+    assert "usage:" not in out + err
 
 
 def test_unreadable_image(tmp_path, img, capsys, monkeypatch):

@@ -373,3 +373,17 @@ def test_msrun_rank0_logs_and_checkpoints(data_parallel):
     state = json.loads((data_parallel["out"] / "checkpoints" / "step_0000001" / "state.json").read_text())
     assert state["world_size"] == 2 and len(state["data_positions"]) == 2
     assert [p["offset"] for p in state["data_positions"]] == [1, 1]
+
+
+@pytest.mark.parametrize("override,needle", [("train.max_steps=abc", "train.max_steps"),
+                                             ("train.batch_size=0", "train.batch_size")])
+def test_bad_setting_is_one_line(tmp_path, capsys, override, needle):
+    import train as train_cli
+
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text(f"base: {TINY_CONFIG}\ntrain:\n  checkpoint: {TINY_WEIGHTS}\n  output_dir: {tmp_path}/out\n"
+                   f"data:\n  csv: {tmp_path}/none.csv\n")
+    code = train_cli.main(["--config", str(cfg), override])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and err[0].startswith("train.py: error:") and needle in err[0], err
+    assert not (tmp_path / "out").exists()

@@ -53,10 +53,6 @@ class Identity(nn.Cell):
         return x
 
 
-def silu(x):
-    return ops.silu(x)
-
-
 class SiLU(nn.Cell):
     def construct(self, x):
         return ops.silu(x)
@@ -244,8 +240,8 @@ class Conv2d(_ConvNd):
 class Conv3d(_ConvNd):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
         super().__init__(3, in_channels, out_channels, kernel_size, stride, padding, bias)
-        # Ascend 910 has no fp32 Conv3D kernel; there the op alone runs in fp16.
-        self.kernel_dtype = ms.float16 if (policy.conv3d_lacks_fp32() and self.implementation == "native") else None
+        # Ascend 910 has no fp32 Conv3D kernel; there the native op alone runs in fp16.
+        self.native_kernel_dtype = ms.float16 if policy.conv3d_lacks_fp32() else None
 
     def construct(self, x):
         dtype = self.compute_dtype
@@ -253,8 +249,8 @@ class Conv3d(_ConvNd):
         w = ops.cast(self.weight, dtype)
         if self.implementation == "matmul":
             y = _matmul_conv(x, w, self.stride, tuple((p, p) for p in self.padding))
-        elif self.kernel_dtype is not None:
-            y = ops.conv3d(ops.cast(x, self.kernel_dtype), ops.cast(w, self.kernel_dtype), None,
+        elif self.native_kernel_dtype is not None:
+            y = ops.conv3d(ops.cast(x, self.native_kernel_dtype), ops.cast(w, self.native_kernel_dtype), None,
                            self.stride, "pad", self.padding)
             y = ops.cast(y, dtype)
         else:

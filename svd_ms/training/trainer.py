@@ -113,8 +113,9 @@ def load_train_config(config, overrides: Sequence[str] = ()) -> DictConfig:
     if t.precision not in policy.TRAIN_PRECISIONS:
         raise ConfigError(f"train.precision must be one of {policy.TRAIN_PRECISIONS}, got '{t.precision}'")
     for key in ("max_steps", "batch_size", "grad_accum_steps", "save_every", "log_every"):
-        if int(t[key]) < 1:
-            raise ConfigError(f"train.{key} must be >= 1, got {t[key]}")
+        value = t[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"train.{key} must be an integer >= 1, got {value!r}")
     if not d.csv:
         raise ConfigError("data.csv is not set")
     if d.cache_latents and t.sample_posterior:
