@@ -887,7 +887,7 @@ def _run_shard(cfg, pipeline_cls, kwargs, mine, base_seed, out_dir, height, widt
                 state.add("failed", entry)
             continue
         try:
-            _, info, warnings = load_image(path, height, width)
+            _, _, warnings = load_image(path, height, width)
         except ImageError as e:
             entry["reason"] = str(e)
             print(f"error: {e}", file=sys.stderr, flush=True)
@@ -895,7 +895,9 @@ def _run_shard(cfg, pipeline_cls, kwargs, mine, base_seed, out_dir, height, widt
             continue
         for w in warnings:
             warn(w)
-        pending.append((entry, info))
+        # Only the entry is kept: every image is checked before the model is built, and decoded
+        # again when its turn comes, so a folder of thousands is never held in memory at once.
+        pending.append(entry)
 
     if not pending:
         return EXIT_OK
@@ -913,7 +915,7 @@ def _run_shard(cfg, pipeline_cls, kwargs, mine, base_seed, out_dir, height, widt
         print(f"error: {reason}", file=sys.stderr, flush=True)
         if _debug_enabled():
             traceback.print_exc()
-        for entry, _ in pending:
+        for entry in pending:
             state.add("failed", dict(entry, reason=reason))
         return EXIT_SETUP
     model_load_s = time.perf_counter() - t0
@@ -922,7 +924,7 @@ def _run_shard(cfg, pipeline_cls, kwargs, mine, base_seed, out_dir, height, widt
                                                         "show the pipeline, not real motion" if untrained else ""))
     mem = PeakMemory(target)
     fps = kwargs.get("fps", 7)
-    for n, (entry, info) in enumerate(pending, 1):
+    for n, entry in enumerate(pending, 1):
         path, seed = entry["image"], entry["seed"]
         log(f"{tag}[{n}/{len(pending)}] {path} -> {entry['output']} (seed {seed})")
         mem.reset()

@@ -10,7 +10,7 @@ from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import initializer
 
 from ..attention import scaled_dot_product_attention
-from ..layers import GELU, Conv2d, LayerNorm, Linear
+from ..layers import GELU, Conv2d, LayerNorm, Linear, linear
 from ... import policy
 
 # Vision-tower shapes by open_clip model name. "ViT-T-14-test" is the tiny tower of the shared
@@ -125,8 +125,8 @@ class MultiheadSelfAttention(nn.Cell):
 
     def construct(self, x):
         dtype = self.compute_dtype
-        qkv = ops.dense(ops.cast(x, dtype), ops.cast(self.in_proj_weight, dtype),
-                        ops.cast(self.in_proj_bias, dtype))
+        qkv = linear(ops.cast(x, dtype), ops.cast(self.in_proj_weight, dtype),
+                     ops.cast(self.in_proj_bias, dtype))
         q, k, v = ops.chunk(qkv, 3, axis=-1)
         return self.out_proj(scaled_dot_product_attention(q, k, v, self.heads, self.implementation))
 
