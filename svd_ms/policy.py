@@ -110,21 +110,28 @@ def apply_precision(engine, amp_level: str) -> Dict[str, str]:
     from .modules.encoders.open_clip import MultiheadSelfAttention
 
     dtype = compute_dtype(amp_level)
-    decided: Dict[str, str] = {}
     if dtype == ms.float32:
-        return decided
-    for prefix, root in _lowered_precision_roots(engine):
+        return {}
+    return _lower_layers(_lowered_precision_roots(engine), (Linear, _ConvNd, MultiheadSelfAttention), dtype,
+                         cast_parameters=True)
+
+
+def _lower_layers(roots, layer_types, dtype, cast_parameters: bool) -> Dict[str, str]:
+    """Set `dtype` as the compute dtype of every layer of `layer_types` under the (prefix, cell)
+    roots, except the FP32_EMBEDDING_LAYERS; with `cast_parameters` their weights are stored in
+    `dtype` too. Returns {layer name: dtype name}."""
+    decided: Dict[str, str] = {}
+    for prefix, root in roots:
         for name, cell in root.cells_and_names():
-            if not isinstance(cell, (Linear, _ConvNd, MultiheadSelfAttention)):
+            if not isinstance(cell, layer_types):
                 continue
             full = prefix + name
-            if any(tag in full for tag in FP32_EMBEDDING_LAYERS):
-                decided[full] = "float32"
-                continue
-            cell.compute_dtype = dtype
-            for param in cell.get_parameters(expand=False):
-                param.set_dtype(dtype)
-            decided[full] = "float16"
+            keep = any(tag in full for tag in FP32_EMBEDDING_LAYERS)
+            cell.compute_dtype = ms.float32 if keep else dtype
+            if cast_parameters and not keep:
+                for param in cell.get_parameters(expand=False):
+                    param.set_dtype(dtype)
+            decided[full] = "float32" if keep else str(dtype).lower()
     return decided
 
 
@@ -161,18 +168,10 @@ def apply_training_precision(engine, precision: str) -> Dict[str, str]:
     from .modules.layers import Linear, _ConvNd
 
     dtype = training_compute_dtype(precision)
-    decided: Dict[str, str] = {}
     if dtype == ms.float32:
-        return decided
-    prefix, root = "model.diffusion_model.", engine.model.diffusion_model
-    for name, cell in root.cells_and_names():
-        if not isinstance(cell, (Linear, _ConvNd)):
-            continue
-        full = prefix + name
-        keep = any(tag in full for tag in FP32_EMBEDDING_LAYERS)
-        cell.compute_dtype = ms.float32 if keep else dtype
-        decided[full] = "float32" if keep else str(dtype).lower()
-    return decided
+        return {}
+    return _lower_layers([("model.diffusion_model.", engine.model.diffusion_model)], (Linear, _ConvNd), dtype,
+                         cast_parameters=False)
 
 
 def select_device(target: str, device_id: Optional[int] = None) -> None:
