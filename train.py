@@ -28,21 +28,9 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def run_scheduler() -> int:
-    """msrun starts this script once more as its scheduler (MS_ROLE=MS_SCHED), which only serves
-    the workers' rendezvous: init() returns once the workers are done."""
-    from mindspore.communication import init
-
-    try:
-        init()
-    except Exception as exc:  # one line: the workers' logs say more
-        print(f"train.py: error: msrun scheduler: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 1
-    return 0
-
-
 def main(argv=None) -> int:
-    if os.environ.get("MS_ROLE") == "MS_SCHED":
+    from svd_ms.runtime.cluster import is_scheduler, run_scheduler
+    if is_scheduler():
         return run_scheduler()
     args = parse_args(argv)
     bad = [item for item in args.overrides if "=" not in item]
@@ -51,19 +39,16 @@ def main(argv=None) -> int:
         return 1
 
     from svd_ms.errors import SVDError
-    from svd_ms.training.data import DataError
-    from svd_ms.training.trainer import Cluster, Trainer, load_train_config, setup_mindspore
+    from svd_ms.runtime import Cluster, setup_device
+    from svd_ms.training.trainer import TRAINING_MODE, Trainer, load_train_config
 
     try:
         cfg = load_train_config(args.config, args.overrides)
-        if args.device_target:
-            from svd_ms import policy
-            policy.select_device(args.device_target)
-        setup_mindspore()
         cluster = Cluster()
-        trainer = Trainer(cfg, cluster, resume=args.resume)
+        setup_device(args.device_target, mode=TRAINING_MODE, cluster=cluster)
+        trainer = Trainer(cfg, cluster.init(), resume=args.resume)
         status = trainer.run()
-    except (SVDError, DataError) as exc:
+    except SVDError as exc:
         print(f"train.py: error: {exc}", file=sys.stderr)
         return 1
     except (ValueError, TypeError, KeyError, OSError, RuntimeError) as exc:
@@ -80,5 +65,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     sys.exit(main())

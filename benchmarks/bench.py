@@ -38,8 +38,6 @@ import zlib
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from flops import unet_step_flops  # noqa: E402
 
@@ -134,10 +132,8 @@ DEVICE_TARGET = "CPU"  # set from --device_target in each worker
 
 def setup_mindspore(mode: str):
     import mindspore as ms
-    from svd_ms import policy
-    policy.select_device(DEVICE_TARGET)
-    ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
-    policy.apply_runtime_settings()  # blocking PyNative launch on CPU, as the CLI and tests use
+    from svd_ms.runtime import setup_device
+    setup_device(DEVICE_TARGET, mode=0 if mode == "graph" else 1)  # the same settings as the CLI and tests
     return ms
 
 

@@ -16,7 +16,6 @@ import time
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 
 def shapes(frames: int, size: int):
@@ -75,10 +74,9 @@ def main():
     args = ap.parse_args()
     import mindspore as ms
     from mindspore import nn
-    from svd_ms import policy
     from svd_ms.modules import layers
-    policy.select_device(os.environ.get("SVD_MS_DEVICE", "CPU"))
-    ms.set_context(mode=ms.GRAPH_MODE)
+    from svd_ms.runtime import setup_device
+    setup_device(os.environ.get("SVD_MS_DEVICE", "CPU"), mode=0)
 
     class Run(nn.Cell):
         def __init__(self, conv):

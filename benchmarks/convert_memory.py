@@ -25,7 +25,6 @@ import time
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 from svd_tools.safetensors_stream import write_safetensors  # noqa: E402
 

@@ -28,7 +28,6 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 REF_CANDIDATES = [os.path.join(os.path.dirname(REPO), "shared", "reference"), "/work/shared/reference"]
 
 VARIANTS = {

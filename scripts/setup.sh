@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv and install svd-ms. `--test` adds the test-only dependencies (PyTorch CPU,
-# transformers, diffusers) used to compare against PyTorch implementations.
+# Create .venv and install svd-ms from pyproject.toml (editable). `--test` adds the test extras
+# (PyTorch CPU, transformers, diffusers) used to compare against PyTorch implementations.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -9,8 +9,8 @@ PYTHON=${PYTHON:-python3}
 if [ "${1:-}" = "--test" ]; then
   # torch first and pinned: a looser request would pull a multi-GB CUDA build.
   .venv/bin/python -m pip install -q "torch==2.13.0"
-  .venv/bin/python -m pip install -q -r requirements-test.txt
+  .venv/bin/python -m pip install -q -e ".[test]"
 else
-  .venv/bin/python -m pip install -q -r requirements.txt
+  .venv/bin/python -m pip install -q -e .
 fi
 echo "svd-ms environment ready in .venv"

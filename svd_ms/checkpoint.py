@@ -64,9 +64,27 @@ def is_torch_pickle(path: str) -> bool:
 
 
 def _looks_like_zip_or_pickle(path: str) -> bool:
+    """torch.save writes a zip archive (since torch 1.6) or a bare pickle (protocols 2 to 5)."""
     with open(path, "rb") as f:
-        head = f.read(2)
-    return head in (b"PK", b"\x80\x02", b"\x80\x04", b"\x80\x05")
+        head = f.read(4)
+    return head == b"PK\x03\x04" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))
+
+
+def check_checkpoint_file(path: str) -> None:
+    """Cheap checks before a model is built: the file exists, is a file, and is not a torch file
+    (those go through svd_tools/convert.py first)."""
+    if not os.path.exists(path):
+        raise CheckpointError(f"checkpoint {path!r} does not exist")
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint {path!r} is a directory, expected a .ckpt or .safetensors file "
+                              f"(a diffusers folder must first go through svd_tools/convert.py)")
+    try:
+        torch_file = is_torch_pickle(path) or _looks_like_zip_or_pickle(path)
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint {path!r} cannot be read ({exc.strerror or exc})") from None
+    if torch_file:
+        raise CheckpointError(f"checkpoint {path!r} is a PyTorch checkpoint; convert it first with "
+                              f"`python svd_tools/convert.py` (see README) and pass the .ckpt it writes")
 
 
 def _safetensors_header(path: str) -> Dict:

@@ -1,64 +1,58 @@
-"""Image-to-video inference: `SVDInferPipeline(config, checkpoint, ...)(image) -> video`.
+"""Image-to-video inference: `SVDInferPipeline(config, checkpoint, ...).generate(image)`.
 
 Does what upstream's sampling script does: conditioner (with zeroed image embeddings for the
-unconditional branch), EDM Euler sampling with the guider, chunked decoding, clamping.
+unconditional branch), sampling with the guider, chunked decoding, clamping. The model is built
+once; the sampling settings (frames, steps, fps, motion, noise augmentation, decode chunk) can
+change from call to call.
 """
-import os
+import copy
 import time
-from typing import Callable, Dict, Optional, Union
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Union
 
 import mindspore as ms
 import numpy as np
 from mindspore import Tensor, ops
-from omegaconf import OmegaConf
 
-from . import policy
 from .checkpoint import load_checkpoint_into
-from .errors import ConfigError, InputError, NonFiniteError
+from .errors import ConfigError, GenerationCancelled, InputError, NonFiniteError, ParamError
+from .media import image_to_array
 from .models.diffusion import GuidedDenoiserStep
-from .util import instantiate_from_config
+from .params import MODEL_FIELDS, SVDParams
+from .precision import apply_precision
+from .runtime.budget import available_host_bytes, check_fits, estimate_generation_bytes
+from .util import instantiate_from_config, load_config
 
 DEFAULT_NUM_FRAMES = 14
 DEFAULT_NUM_STEPS = 25
 UNCOND_ZERO_KEYS = ["cond_frames", "cond_frames_without_noise"]
 
 
-def load_config(config: Union[str, Dict]):
-    if isinstance(config, str):
-        if not os.path.isfile(config):
-            raise ConfigError(f"config '{config}' does not exist")
-        try:
-            return OmegaConf.load(config)
-        except Exception as exc:
-            raise ConfigError(f"config '{config}' is not valid YAML ({str(exc).splitlines()[0]})") from None
-    return OmegaConf.create(config)
+@dataclass
+class StepInfo:
+    """What a step callback sees. `stage` is 'sampling' (one call per sampler step, with the
+    step's sigma and the latents after it) or 'decoding' (one call per decoded chunk)."""
+    stage: str
+    index: int
+    total: int
+    sigma: Optional[float] = None
+    latents: Optional[Tensor] = None
 
 
-def image_to_array(image) -> np.ndarray:
-    """Path, PIL image, uint8 HWC array or float array in [-1, 1] -> float32 (1, 3, H, W) in [-1, 1]."""
-    if isinstance(image, (str, os.PathLike)):
-        from PIL import Image, ImageOps
-        try:
-            with Image.open(image) as im:
-                image = ImageOps.exif_transpose(im).convert("RGB")
-        except FileNotFoundError:
-            raise InputError(f"image '{image}' does not exist") from None
-        except Exception as exc:
-            raise InputError(f"image '{image}' cannot be read ({exc})") from None
-    if hasattr(image, "convert") and hasattr(image, "size"):
-        image = np.asarray(image.convert("RGB"))
-    array = np.asarray(image)
-    if array.dtype == np.uint8:
-        if array.ndim != 3 or array.shape[2] != 3:
-            raise InputError(f"uint8 image must be HxWx3, got shape {array.shape}")
-        array = array.astype(np.float32).transpose(2, 0, 1)[None] / 127.5 - 1.0
-    else:
-        array = array.astype(np.float32)
-        if array.ndim == 3:
-            array = array[None]
-        if array.ndim != 4 or array.shape[:2] != (1, 3):
-            raise InputError(f"float image must be (1, 3, H, W) or (3, H, W), got shape {array.shape}")
-    return np.ascontiguousarray(array, np.float32)
+@dataclass
+class VideoResult:
+    """One generated video. `video`: float32 (T, 3, H, W) in [0, 1]; `frames`: the decoded frames
+    in [-1, 1] before clamping; `latents`: the sampled latents (scaled, as the UNet sees them).
+    `video` and `frames` are None when decoding was skipped (`output_type='latent'`)."""
+    latents: np.ndarray
+    video: Optional[np.ndarray] = None
+    frames: Optional[np.ndarray] = None
+    seed: Optional[int] = None
+    params: Optional[SVDParams] = None
+    timings: Dict[str, object] = field(default_factory=dict)
+
+    def __getitem__(self, key):  # result["video"] reads like diffusers' outputs
+        return getattr(self, key)
 
 
 def _check_finite(x, stage: str):
@@ -66,151 +60,193 @@ def _check_finite(x, stage: str):
         raise NonFiniteError(f"non-finite values (NaN/inf) in {stage}; stopping instead of writing a broken video")
 
 
+class _Sampling:
+    """The sampler, guider and compiled denoiser step for one clip length (per-frame guiders are
+    sized to the clip, as upstream's sampling script does)."""
+
+    def __init__(self, engine, sampler_config: Dict, num_frames: int):
+        config = copy.deepcopy(sampler_config)
+        guider_params = ((config.get("params") or {}).get("guider_config") or {}).get("params")
+        if guider_params and "max_scale" in guider_params:
+            guider_params["num_frames"] = num_frames
+        self.sampler = instantiate_from_config(config)
+        self.guider = self.sampler.guider
+        self.denoiser_step = GuidedDenoiserStep(engine, self.guider)
+
+
 class SVDInferPipeline:
     """Stable Video Diffusion, image to video.
 
-    Args:
-        config: sgm-style YAML (upstream `sgm.` targets work unchanged).
-        checkpoint: converted MindSpore `.ckpt` or upstream `.safetensors`; None gives random
-            weights (an untrained demo).
-        num_frames: frames to generate (default: the config's guider num_frames, else 14).
-        fps: frames per second the model is conditioned on (fps_id = fps - 1), 1 to 60.
-        motion_bucket_id: amount of motion, 0 to 255.
-        noise_aug_strength: noise added to the conditioning frame (cond_aug).
-        decode_chunk_size: frames decoded at once by the VAE (default: all frames). Smaller uses
-            less memory; the temporal decoder only mixes frames within a chunk.
-        num_steps: sampling steps (default: the config's, else 25).
-        amp_level: "O0" float32 everywhere, "O2" float16 with float32 islands (see README).
-        attention: "auto" (flash on Ascend, math elsewhere), "math" or "flash".
-        ff_chunk_size: tokens per feed-forward chunk in the UNet transformers (None: no chunking).
+    `SVDInferPipeline(config, checkpoint, num_frames=14, ...)` or `SVDInferPipeline(params=SVDParams(...))`;
+    the keyword arguments are the fields of `svd_ms.params.SVDParams`, validated there.
     """
 
-    def __init__(self, config: str, checkpoint: Optional[str] = None, num_frames: Optional[int] = None,
-                 fps: int = 7, motion_bucket_id: int = 127, noise_aug_strength: float = 0.02,
-                 decode_chunk_size: Optional[int] = None, num_steps: Optional[int] = None, amp_level: str = "O0",
-                 attention: str = "auto", ff_chunk_size: Optional[int] = None):
-        if num_frames is not None and num_frames < 1:
-            raise InputError(f"num_frames must be at least 1, got {num_frames}")
-        if decode_chunk_size is not None and decode_chunk_size < 1:
-            raise InputError(f"decode_chunk_size must be at least 1, got {decode_chunk_size}")
-        if num_steps is not None and num_steps < 1:
-            raise InputError(f"num_steps must be at least 1, got {num_steps}")
-        if not 1 <= fps <= 60:
-            raise InputError(f"fps must be between 1 and 60, got {fps}")
-        if not 0 <= motion_bucket_id <= 255:
-            raise InputError(f"motion_bucket_id must be between 0 and 255, got {motion_bucket_id}")
-        if noise_aug_strength < 0:
-            raise InputError(f"noise_aug_strength must be >= 0, got {noise_aug_strength}")
-        if amp_level not in policy.AMP_LEVELS:
-            raise InputError(f"amp_level must be one of {policy.AMP_LEVELS}, got '{amp_level}'")
-        if attention not in policy.ATTENTION_CHOICES:
-            raise InputError(f"attention must be one of {policy.ATTENTION_CHOICES}, got '{attention}'")
-        if ff_chunk_size is not None and ff_chunk_size < 1:
-            raise InputError(f"ff_chunk_size must be at least 1, got {ff_chunk_size}")
-        if checkpoint is not None and not os.path.isfile(checkpoint):
-            from .errors import CheckpointError
-            raise CheckpointError(f"checkpoint '{checkpoint}' does not exist")
-
-        cfg = load_config(config)
+    def __init__(self, config: Optional[Union[str, Dict]] = None, checkpoint: Optional[str] = None, *,
+                 params: Optional[SVDParams] = None, **settings):
+        if params is None:
+            params = SVDParams(config=config, checkpoint=checkpoint, **settings)
+        elif config is not None or checkpoint is not None or settings:
+            raise InputError("give either params= or the individual settings, not both")
+        self.params = params
+        cfg = load_config(params.config)
         model_params = cfg.model.params
-        guider_params = model_params.sampler_config.params.guider_config.get("params", None)
-        self.num_frames = int(num_frames or (guider_params or {}).get("num_frames", None) or DEFAULT_NUM_FRAMES)
-        self.num_steps = int(num_steps or model_params.sampler_config.params.get("num_steps", None)
-                             or DEFAULT_NUM_STEPS)
-        if guider_params is not None and "max_scale" in guider_params:
-            # Per-frame guiders are sized to the clip, as upstream's sampling script does.
-            guider_params.num_frames = self.num_frames
         network_params = model_params.network_config.params
-        network_params.attention = attention
-        network_params.ff_chunk_size = ff_chunk_size
-
-        self.fps = fps
-        self.motion_bucket_id = motion_bucket_id
-        self.noise_aug_strength = noise_aug_strength
-        self.decode_chunk_size = decode_chunk_size or self.num_frames
-        self.amp_level = amp_level
-        self.attention = attention
-        self.config_path = config if isinstance(config, str) else None
-        self.checkpoint = checkpoint
+        network_params.attention = params.attention
+        network_params.ff_chunk_size = params.ff_chunk_size
+        sampler_config = model_params.get("sampler_config")
+        if sampler_config is None:
+            raise ConfigError(f"config {params.config!r} has no model.params.sampler_config")
+        from omegaconf import OmegaConf
+        self._sampler_config = OmegaConf.to_container(sampler_config, resolve=True)
+        sampler_params = self._sampler_config.get("params") or {}
+        guider_params = (sampler_params.get("guider_config") or {}).get("params") or {}
+        self.default_num_frames = int(guider_params.get("num_frames") or DEFAULT_NUM_FRAMES)
+        self.default_num_steps = int(sampler_params.get("num_steps") or DEFAULT_NUM_STEPS)
 
         self.engine = instantiate_from_config(cfg.model)
         self.engine.set_train(False)
-        if checkpoint is None:
+        if params.checkpoint is None:
             from .weights import randomize
             randomize(self.engine, seed=0)
             self.weights_info = {"random": True}
         else:
-            self.weights_info = load_checkpoint_into(self.engine, checkpoint)
-        self.precision_decisions = policy.apply_precision(self.engine, amp_level)
-        self.sampler = self.engine.sampler
-        self.guider = self.sampler.guider
-        self.denoiser_step = GuidedDenoiserStep(self.engine, self.guider)
-        self.last_timings: Dict[str, object] = {}
+            self.weights_info = load_checkpoint_into(self.engine, params.checkpoint)
+        self.precision_decisions = apply_precision(self.engine, params.amp_level)
+        self._sampling: Dict[int, _Sampling] = {}
+        default = self.sampling_for(self.num_frames)
+        self.sampler, self.guider, self.denoiser_step = default.sampler, default.guider, default.denoiser_step
 
-    # ---- conditioning -------------------------------------------------------------------
-    def _batch(self, image: np.ndarray, cond_noise: np.ndarray) -> Dict:
-        t = self.num_frames
+    # ---- settings ---------------------------------------------------------------------------
+    @property
+    def num_frames(self) -> int:
+        return self.params.num_frames or self.default_num_frames
+
+    @property
+    def untrained(self) -> bool:
+        return self.params.checkpoint is None
+
+    def resolve(self, params: SVDParams) -> Dict[str, int]:
+        """The concrete frame count, step count and decode chunk of `params` for this model."""
+        t = params.num_frames or self.default_num_frames
+        return {"num_frames": t, "num_steps": params.num_steps or self.default_num_steps,
+                "decode_chunk_size": params.decode_chunk_size or t}
+
+    def call_params(self, **overrides) -> SVDParams:
+        """This pipeline's parameters with per-call `overrides`, validated; the model fields
+        (config, checkpoint, precision, attention) cannot change without a new pipeline."""
+        fixed = sorted(set(overrides) & set(MODEL_FIELDS))
+        if any(overrides[k] != getattr(self.params, k) for k in fixed):
+            raise ParamError(fixed[0], f"{', '.join(fixed)} cannot change per call; build a new pipeline")
+        return self.params.replace(**overrides) if overrides else self.params
+
+    def check_memory(self, num_frames: int, height: int, width: int, decode_chunk_size: int) -> None:
+        """Refuse, before allocating anything, a run the host cannot hold (see runtime.budget)."""
+        channels = int(self.engine.model.diffusion_model.model_channels)
+        estimate = estimate_generation_bytes(num_frames, height, width, min(decode_chunk_size, num_frames),
+                                             channels, self.sampling_for(num_frames).guider.num_copies)
+        check_fits(estimate, available_host_bytes(), f"{num_frames} frames of {width}x{height}")
+
+    def sampling_for(self, num_frames: int) -> _Sampling:
+        if num_frames not in self._sampling:
+            self._sampling[num_frames] = _Sampling(self.engine, self._sampler_config, num_frames)
+        return self._sampling[num_frames]
+
+    # ---- conditioning -------------------------------------------------------------------------
+    def _batch(self, image: np.ndarray, cond_noise: np.ndarray, params: SVDParams, num_frames: int) -> Dict:
+        t = num_frames
         values = {
             "cond_frames_without_noise": Tensor(image),
-            "cond_frames": Tensor(image + self.noise_aug_strength * cond_noise),
-            "fps_id": Tensor(np.full((t,), self.fps - 1, np.float32)),
-            "motion_bucket_id": Tensor(np.full((t,), self.motion_bucket_id, np.float32)),
-            "cond_aug": Tensor(np.full((t,), self.noise_aug_strength, np.float32)),
+            "cond_frames": Tensor(image + params.noise_aug_strength * cond_noise),
+            "fps_id": Tensor(np.full((t,), params.fps - 1, np.float32)),
+            "motion_bucket_id": Tensor(np.full((t,), params.motion_bucket_id, np.float32)),
+            "cond_aug": Tensor(np.full((t,), params.noise_aug_strength, np.float32)),
         }
         missing = [k for k in self.engine.conditioner.input_keys if k not in values]
         if missing:
             raise ConfigError(f"the conditioner needs inputs this pipeline cannot provide: {missing}")
         return values
 
-    def conditioning(self, image: np.ndarray, cond_noise: np.ndarray):
+    def conditioning(self, image: np.ndarray, cond_noise: np.ndarray, params: Optional[SVDParams] = None):
         """(c, uc) with crossattn and concat repeated to every frame, as the sampling script does."""
-        batch = self._batch(image, cond_noise)
+        params = params or self.params
+        t = self.resolve(params)["num_frames"]
+        batch = self._batch(image, cond_noise, params, t)
         c, uc = self.engine.conditioner.get_unconditional_conditioning(
             batch, batch_uc=dict(batch), force_uc_zero_embeddings=UNCOND_ZERO_KEYS)
         for cond in (c, uc):
             for key in ("crossattn", "concat"):
                 if key in cond:
-                    cond[key] = ops.repeat_interleave(cond[key], self.num_frames, 0)
+                    cond[key] = ops.repeat_interleave(cond[key], t, 0)
         return c, uc
 
-    # ---- sampling ------------------------------------------------------------------------
-    def sample_latents(self, c, uc, latent_noise: np.ndarray, rng: np.random.Generator,
-                       on_step: Optional[Callable] = None):
-        cond = self.guider.prepare_cond(c, uc)
-        ioi = Tensor(np.zeros((self.guider.num_copies, self.num_frames), np.float32))
+    # ---- sampling and decoding ----------------------------------------------------------------
+    def sample_latents(self, c, uc, latent_noise: np.ndarray, rng: np.random.Generator, num_steps: int,
+                       callback: Optional[Callable] = None):
+        """Sampled latents and the wall time of each step."""
+        t = latent_noise.shape[0]
+        parts = self.sampling_for(t)
+        cond = parts.guider.prepare_cond(c, uc)
+        ioi = Tensor(np.zeros((parts.guider.num_copies, t), np.float32))
         concat, crossattn, vector = cond.get("concat"), cond.get("crossattn"), cond.get("vector")
-        step_times = []
+        sigmas = parts.sampler.sigmas(num_steps)
+        step_times: List[float] = []
+        last = [time.perf_counter()]
 
         def denoise(x, sigma):
-            return self.denoiser_step(x, Tensor([sigma], ms.float32), concat, crossattn, vector, ioi,
-                                      self.num_frames)
+            return parts.denoiser_step(x, Tensor([sigma], ms.float32), concat, crossattn, vector, ioi, t)
 
-        def callback(i, x, denoised):
-            _check_finite(x, f"latents after sampling step {i + 1}/{self.num_steps}")
+        def on_step(i, x, denoised):
+            _check_finite(x, f"latents after sampling step {i + 1}/{num_steps}")
             now = time.perf_counter()
-            step_times.append(now - callback.last)
-            callback.last = now
-            if on_step is not None:
-                on_step(i)
-        callback.last = time.perf_counter()
-        z = self.sampler(denoise, Tensor(latent_noise), self.num_steps, rng, callback)
+            step_times.append(now - last[0])
+            last[0] = now
+            _notify(callback, StepInfo("sampling", i, num_steps, float(sigmas[i + 1]), x))
+
+        z = parts.sampler(denoise, Tensor(latent_noise), num_steps, rng, on_step)
         return z, step_times
 
-    def __call__(self, image, seed: Optional[int] = None, latent_noise=None, cond_noise=None, progress: bool = False):
-        """Returns float32 (T, 3, H, W) in [0, 1]."""
-        return self.generate(image, seed, latent_noise, cond_noise, progress)["video"]
+    def decode_latents(self, latents, decode_chunk_size: Optional[int] = None, callback: Optional[Callable] = None):
+        """Sampled latents -> (frames in [-1, 1], video in [0, 1]), float32 numpy arrays."""
+        z = latents if isinstance(latents, Tensor) else Tensor(np.asarray(latents, np.float32))
+        chunk = decode_chunk_size or z.shape[0]
+        chunks = -(-z.shape[0] // chunk)
+        frames = self.engine.decode_first_stage(
+            z, chunk, callback=lambda i, x: _notify(callback, StepInfo("decoding", i, chunks)))
+        _check_finite(frames, "decoded frames")
+        frames = frames.asnumpy().astype(np.float32)
+        return frames, np.clip((frames + 1.0) / 2.0, 0.0, 1.0)
+
+    def __call__(self, image, seed: Optional[int] = None, **kwargs) -> np.ndarray:
+        """The video alone: float32 (T, 3, H, W) in [0, 1]."""
+        return self.generate(image, seed, **kwargs).video
 
     def generate(self, image, seed: Optional[int] = None, latent_noise=None, cond_noise=None,
-                 progress: bool = False) -> Dict[str, np.ndarray]:
-        """Like __call__, but also returns the intermediates: 'latents' (sampled, scaled) and
-        'frames' (decoded, in [-1, 1] before clamping) next to 'video'."""
+                 progress: bool = False, callback: Optional[Callable[[StepInfo], Optional[bool]]] = None,
+                 output_type: str = "video", **overrides) -> VideoResult:
+        """Generate one video from `image` (a path, PIL image, uint8 HxWx3 array or float array in
+        [-1, 1]; sides multiples of 64).
+
+        seed: fixes the noise (the conditioning noise is drawn first, then the latent noise, from
+            numpy's default_rng(seed)); `latent_noise` (T, 4, H/8, W/8) and `cond_noise`
+            (1, 3, H, W) replace those draws.
+        callback(StepInfo): called after every sampling step and decoded chunk; returning False
+            stops the run with GenerationCancelled.
+        output_type: 'video', or 'latent' to stop after sampling (decode later with `decode_latents`).
+        overrides: per-call values for the sampling fields of SVDParams (num_frames, num_steps, fps,
+            motion_bucket_id, noise_aug_strength, decode_chunk_size).
+        """
+        if output_type not in ("video", "latent"):
+            raise InputError(f"output_type must be 'video' or 'latent', got {output_type!r}")
         start = time.perf_counter()
+        params = self.call_params(**overrides)
+        sizes = self.resolve(params)
+        t, num_steps = sizes["num_frames"], sizes["num_steps"]
         image = image_to_array(image)
         _, _, h, w = image.shape
         if h % 64 or w % 64:
             raise InputError(f"image height and width must be multiples of 64, got {h}x{w}")
+        self.check_memory(t, h, w, sizes["decode_chunk_size"])
         rng = np.random.default_rng(seed)
-        t = self.num_frames
         if cond_noise is None:
             cond_noise = rng.standard_normal(image.shape).astype(np.float32)
         if latent_noise is None:
@@ -222,40 +258,64 @@ class SVDInferPipeline:
         if cond_noise.shape != image.shape:
             raise InputError(f"cond_noise must have shape {image.shape}, got {cond_noise.shape}")
 
-        bars = _progress_bars(progress, self.num_steps, -(-t // self.decode_chunk_size))
-        c, uc = self.conditioning(image, cond_noise)
-        t_cond = time.perf_counter()
-        z, step_times = self.sample_latents(c, uc, latent_noise, rng, on_step=lambda i: bars[0].update(1))
-        t_sample = time.perf_counter()
-        frames = self.engine.decode_first_stage(z, self.decode_chunk_size, callback=lambda i, x: bars[1].update(1))
-        _check_finite(frames, "decoded frames")
-        frames = frames.asnumpy().astype(np.float32)
-        video = np.clip((frames + 1.0) / 2.0, 0.0, 1.0)
+        bars = _ProgressBars(progress, num_steps, -(-t // sizes["decode_chunk_size"]))
+        try:
+            def report(info: StepInfo):
+                bars.update(info.stage)
+                return callback(info) if callback is not None else None
+
+            c, uc = self.conditioning(image, cond_noise, params)
+            t_cond = time.perf_counter()
+            z, step_times = self.sample_latents(c, uc, latent_noise, rng, num_steps, report)
+            t_sample = time.perf_counter()
+            result = VideoResult(latents=z.asnumpy(), seed=seed, params=params)
+            if output_type == "video":
+                result.frames, result.video = self.decode_latents(z, sizes["decode_chunk_size"], report)
+        finally:
+            bars.close()
         end = time.perf_counter()
-        for bar in bars:
-            bar.close()
         steady = float(np.median(step_times[1:])) if len(step_times) > 1 else step_times[0]
-        self.last_timings = {
+        result.timings = {
             "conditioning_s": t_cond - start,
             "compile_s": max(step_times[0] - steady, 0.0),
             "step_s": step_times,
             "sampling_s": t_sample - t_cond,
-            "decode_s": end - t_sample,
+            "decode_s": end - t_sample if output_type == "video" else None,
             "total_s": end - start,
         }
-        return {"video": video, "latents": z.asnumpy(), "frames": frames}
+        return result
+
+    def generate_many(self, image, num_videos: int, seed: Optional[int] = None, **kwargs) -> List[VideoResult]:
+        """`num_videos` videos of one image, video i with seed `seed + i` (each equal to a separate
+        `generate` call with that seed). Without a seed, one is drawn and recorded in each result."""
+        if not isinstance(num_videos, int) or isinstance(num_videos, bool) or num_videos < 1:
+            raise ParamError("num_videos", f"num_videos={num_videos!r} must be an integer >= 1")
+        if seed is None:
+            seed = int(np.random.default_rng().integers(0, 2**32 - num_videos))
+        image = image_to_array(image)
+        return [self.generate(image, seed + i, **kwargs) for i in range(num_videos)]
 
 
-class _NoBar:
-    def update(self, n=1):
-        pass
+def _notify(callback, info: StepInfo) -> None:
+    if callback is not None and callback(info) is False:
+        raise GenerationCancelled(f"stopped by the step callback during {info.stage} "
+                                  f"({info.index + 1}/{info.total})")
+
+
+class _ProgressBars:
+    """tqdm bars over the sampling steps and the decoded chunks (nothing when disabled)."""
+
+    def __init__(self, enabled: bool, steps: int, chunks: int):
+        self.bars = {}
+        if enabled:
+            from tqdm import tqdm
+            self.bars = {"sampling": tqdm(total=steps, desc="sampling", unit="step"),
+                         "decoding": tqdm(total=chunks, desc="decoding", unit="chunk")}
+
+    def update(self, stage: str):
+        if stage in self.bars:
+            self.bars[stage].update(1)
 
     def close(self):
-        pass
-
-
-def _progress_bars(enabled: bool, steps: int, chunks: int):
-    if not enabled:
-        return _NoBar(), _NoBar()
-    from tqdm import tqdm
-    return tqdm(total=steps, desc="sampling", unit="step"), tqdm(total=chunks, desc="decoding", unit="chunk")
+        for bar in self.bars.values():
+            bar.close()

@@ -1,6 +1,7 @@
 """Every device- and precision-dependent decision of svd-ms, in one place.
 
-Model code never asks which backend it runs on; it asks this module. The table in the README
+Model code never asks which backend it runs on; it asks this module. This module is a leaf: it
+imports no model code (the appliers that walk a built model live in `svd_ms.precision`). The table in the README
 ("Precision and device policy") is generated from `describe()` and must stay in step with it.
 """
 import os
@@ -88,53 +89,6 @@ def describe(amp_level: str, attention: str = "auto", device: Optional[str] = No
 FP32_EMBEDDING_LAYERS = ("time_embed.", "label_emb.", "time_pos_embed.", "video_time_embed.")
 
 
-def _lowered_precision_roots(engine):
-    """The sub-networks whose weights and matmuls go to float16 under O2: the UNet and the
-    OpenCLIP image tower. The VAE (first stage and conditioning encoder) is never lowered."""
-    roots = [("model.diffusion_model.", engine.model.diffusion_model)]
-    for name, cell in engine.conditioner.cells_and_names():
-        if cell.__class__.__name__ == "VisionTransformer":
-            roots.append((f"conditioner.{name}.", cell))
-    return roots
-
-
-def apply_precision(engine, amp_level: str) -> Dict[str, str]:
-    """Apply `amp_level` to a built engine (after its weights are loaded).
-
-    O0 leaves everything float32. O2 stores the UNet's and image tower's matmul/conv weights in
-    float16 and runs those layers in float16; normalisations, softmax, embeddings, blends, the
-    denoiser arithmetic, the sampler and the VAE stay float32 (FP32_ISLANDS).
-    Returns {layer name: dtype} for every matmul/conv layer it decided on.
-    """
-    from .modules.layers import Linear, _ConvNd
-    from .modules.encoders.open_clip import MultiheadSelfAttention
-
-    dtype = compute_dtype(amp_level)
-    if dtype == ms.float32:
-        return {}
-    return _lower_layers(_lowered_precision_roots(engine), (Linear, _ConvNd, MultiheadSelfAttention), dtype,
-                         cast_parameters=True)
-
-
-def _lower_layers(roots, layer_types, dtype, cast_parameters: bool) -> Dict[str, str]:
-    """Set `dtype` as the compute dtype of every layer of `layer_types` under the (prefix, cell)
-    roots, except the FP32_EMBEDDING_LAYERS; with `cast_parameters` their weights are stored in
-    `dtype` too. Returns {layer name: dtype name}."""
-    decided: Dict[str, str] = {}
-    for prefix, root in roots:
-        for name, cell in root.cells_and_names():
-            if not isinstance(cell, layer_types):
-                continue
-            full = prefix + name
-            keep = any(tag in full for tag in FP32_EMBEDDING_LAYERS)
-            cell.compute_dtype = ms.float32 if keep else dtype
-            if cast_parameters and not keep:
-                for param in cell.get_parameters(expand=False):
-                    param.set_dtype(dtype)
-            decided[full] = "float32" if keep else str(dtype).lower()
-    return decided
-
-
 # ---- training ------------------------------------------------------------------------------
 TRAIN_PRECISIONS = ("fp32", "fp16", "bf16")
 
@@ -158,35 +112,3 @@ def training_compute_dtype(precision: str):
 def default_loss_scaling(precision: str) -> bool:
     """Dynamic loss scaling by default for fp16 only: bf16 has float32's exponent range."""
     return precision == "fp16"
-
-
-def apply_training_precision(engine, precision: str) -> Dict[str, str]:
-    """Mixed precision for fine-tuning: the UNet's matmuls and convolutions compute in fp16/bf16
-    while its parameters stay float32 master weights (each layer casts its weight per call, so
-    gradients and optimizer updates are float32). The FP32_ISLANDS stay float32, and the frozen
-    conditioner and VAE run in float32. Returns {layer name: dtype} for the layers decided on."""
-    from .modules.layers import Linear, _ConvNd
-
-    dtype = training_compute_dtype(precision)
-    if dtype == ms.float32:
-        return {}
-    return _lower_layers([("model.diffusion_model.", engine.model.diffusion_model)], (Linear, _ConvNd), dtype,
-                         cast_parameters=False)
-
-
-def select_device(target: str, device_id: Optional[int] = None) -> None:
-    """ms.set_device, except that re-selecting the device a running runtime already uses is
-    accepted: MindSpore refuses any set_device once kernels have run, even an identical one."""
-    already = ms.get_context("device_target")
-    try:
-        ms.set_device(target, device_id)
-    except RuntimeError as exc:
-        if already == target and "initialized" in str(exc):
-            return
-        raise
-
-
-def apply_runtime_settings() -> None:
-    """Process-wide MindSpore runtime settings for the current device; call after set_context."""
-    if pynative_launch_blocking():
-        ms.runtime.launch_blocking()

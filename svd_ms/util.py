@@ -1,10 +1,11 @@
 """Config plumbing in the shape of sgm.util: `target:` / `params:` dictionaries become objects."""
 import importlib
-from typing import Any, Dict
+import os
+from typing import Any, Dict, Union
 
 from omegaconf import DictConfig, OmegaConf
 
-from .errors import ConfigError
+from .errors import ConfigError, one_line
 
 # Upstream-only targets that have a meaning here.
 _TARGET_ALIASES = {
@@ -29,6 +30,20 @@ def get_obj_from_str(target: str) -> Any:
         return getattr(module, attr)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"config target '{target}' cannot be resolved ({exc})") from None
+
+
+def load_config(source: Union[str, Dict, DictConfig], what: str = "config") -> DictConfig:
+    """A YAML file, dict or DictConfig as a DictConfig; ConfigError names the file otherwise."""
+    if isinstance(source, DictConfig):
+        return source
+    if isinstance(source, dict):
+        return OmegaConf.create(source)
+    if not os.path.isfile(source):
+        raise ConfigError(f"{what} {source!r} does not exist")
+    try:
+        return OmegaConf.load(source)
+    except Exception as exc:
+        raise ConfigError(f"{what} {source!r} is not valid YAML ({one_line(exc)})") from None
 
 
 def instantiate_from_config(config: Dict) -> Any:

@@ -1,14 +1,11 @@
 """Shared test fixtures. The upstream reference lives in ../shared/reference (override with
 SVD_MS_REFERENCE); tests fail, not skip, when it is missing."""
 import os
-import sys
 
 import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 REFERENCE = os.environ.get("SVD_MS_REFERENCE", os.path.join(ROOT, "..", "shared", "reference"))
 TINY_CONFIG = os.path.join(REFERENCE, "tiny_svd.sgm.yaml")
@@ -17,13 +14,10 @@ TINY_IMAGE = os.path.join(REFERENCE, "tiny_svd.input.png")
 
 
 def pytest_configure(config):
-    import mindspore as ms
-    from svd_ms import policy
+    from svd_ms.runtime import setup_device
     # One device selection for the whole session: the CLI tests re-select CPU in-process
     # after other tests have already run kernels.
-    policy.select_device("CPU")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    policy.apply_runtime_settings()
+    setup_device("CPU", mode=1)
 
 
 @pytest.fixture(scope="session")

@@ -12,13 +12,11 @@ TINY_CONFIG = os.path.join(REF, "tiny_svd.sgm.yaml")
 MANIFEST = os.path.join(REF, "manifest")
 CONVERT = os.path.join(REPO, "svd_tools", "convert.py")
 
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
 
 _EXPECTED = {}
 
 _SHAPES_CODE = (
-    "import json, sys; sys.path.insert(0, {repo!r}); from svd_tools.convert import expected_shapes; "
+    "import json, sys; from svd_tools.convert import expected_shapes; "
     "print(json.dumps(expected_shapes(sys.argv[1])))"
 )
 

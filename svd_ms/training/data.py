@@ -19,16 +19,13 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from ..errors import SVDError
+from ..errors import DataError
+from ..media import resize_cover_crop_frames
 
 _logger = logging.getLogger("svd_ms.train")
 
 DEFAULT_MOTION_BUCKET_ID = 127
 DEFAULT_COND_AUG = {"p_mean": -3.0, "p_std": 0.5}
-
-
-class DataError(SVDError):
-    """The training data cannot be used at all."""
 
 
 class BadVideo(Exception):
@@ -42,33 +39,21 @@ def sample_rng(seed: int, epoch: int, index: int, stream: int = 0) -> np.random.
 def read_csv(csv_path: str, path_column: str) -> List[Dict[str, str]]:
     if not os.path.isfile(csv_path):
         raise DataError(f"data CSV '{csv_path}' does not exist")
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        if path_column not in columns:
-            raise DataError(f"data CSV '{csv_path}' has no '{path_column}' column (columns: {', '.join(columns)}); "
-                            f"set data.path_column")
-        rows = [row for row in reader if (row.get(path_column) or "").strip()]
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            columns = reader.fieldnames or []
+            if path_column not in columns:
+                raise DataError(f"data CSV '{csv_path}' has no '{path_column}' column (columns: "
+                                f"{', '.join(columns)}); set data.path_column")
+            rows = [row for row in reader if (row.get(path_column) or "").strip()]
+    except UnicodeDecodeError:
+        raise DataError(f"data CSV '{csv_path}' is not UTF-8 text (a binary file?)") from None
+    except csv.Error as exc:
+        raise DataError(f"data CSV '{csv_path}' cannot be parsed ({exc})") from None
     if not rows:
         raise DataError(f"data CSV '{csv_path}' lists no videos")
     return rows
-
-
-def resize_center_crop(frames: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(T, h, w, 3) uint8 -> (T, height, width, 3) uint8: scale so the frame covers the target,
-    then cut the centre (area filter when shrinking, bicubic when enlarging)."""
-    import cv2
-
-    _, h, w, _ = frames.shape
-    scale = max(height / h, width / w)
-    new_h, new_w = max(height, int(math.ceil(h * scale - 1e-6))), max(width, int(math.ceil(w * scale - 1e-6)))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
-    top, left = (new_h - height) // 2, (new_w - width) // 2
-    out = np.empty((frames.shape[0], height, width, 3), np.uint8)
-    for i, frame in enumerate(frames):
-        resized = frame if (new_h, new_w) == (h, w) else cv2.resize(frame, (new_w, new_h), interpolation=interp)
-        out[i] = resized[top:top + height, left:left + width]
-    return out
 
 
 class VideoCSVDataset:
@@ -121,7 +106,14 @@ class VideoCSVDataset:
         return (self.num_frames - 1) * self.frame_stride + 1
 
     def path(self, index: int) -> str:
-        return os.path.join(self.root, self.rows[index][self.path_column].strip())
+        """The video's file, which must lie under data.root: a CSV may not point elsewhere
+        (`../..`, absolute paths, links out) unless data.root is `/`."""
+        relative = self.rows[index][self.path_column].strip()
+        root = os.path.realpath(self.root or ".")
+        full = os.path.realpath(os.path.join(root, relative))
+        if root != os.sep and os.path.commonpath([root, full]) != root:
+            raise BadVideo(f"path {relative!r} lies outside data.root {self.root or '.'!r}")
+        return full
 
     def describe(self, index: int) -> str:
         return self.rows[index][self.path_column].strip()
@@ -172,9 +164,13 @@ class VideoCSVDataset:
         fps = self._number(index, self.fps_column) or file_fps
         if not fps or fps <= 0:
             raise BadVideo("no frame rate in the CSV or the file")
+        if not 1 <= fps <= 240:
+            raise BadVideo(f"frame rate {fps:g} is out of range (1 to 240)")
         motion = self._number(index, self.motion_bucket_column)
         motion = self.default_motion_bucket_id if motion is None else motion
-        clip = resize_center_crop(frames, self.height, self.width)
+        if not 0 <= motion <= 255:
+            raise BadVideo(f"column '{self.motion_bucket_column}' is {motion:g}, out of range (0 to 255)")
+        clip = resize_cover_crop_frames(frames, self.height, self.width)
         video = clip.astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1.0
         # Per-epoch draws, also when the clip itself is fixed.
         rng = sample_rng(self.seed, epoch, index, stream=1)

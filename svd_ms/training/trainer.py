@@ -26,6 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from .. import policy
 from ..errors import CheckpointError, ConfigError
+from ..precision import apply_training_precision
+from ..runtime import Cluster
 from .data import ShardStream, VideoCSVDataset, collate, sample_rng
 from .optim import AdamW, BucketAllReduce, MindoneOptimizer, global_norm, lr_schedule, optimizer_state, \
     scale_grads
@@ -124,35 +126,14 @@ def load_train_config(config, overrides: Sequence[str] = ()) -> DictConfig:
     return cfg
 
 
-# ---------------------------------------------------------------------------------- cluster
-
-class Cluster:
-    """Rank and world size; under msrun, communication is initialised and MindSpore is put in
-    data-parallel mode (gradients averaged over ranks)."""
-
-    def __init__(self):
-        env = os.environ
-        self.distributed = env.get("MS_ROLE") == "MS_WORKER" and int(env.get("MS_WORKER_NUM", "1")) > 1
-        self.rank, self.world_size = 0, 1
-        if self.distributed:
-            from mindspore.communication import get_group_size, get_rank, init
-            init()
-            self.rank, self.world_size = int(get_rank()), int(get_group_size())
-            ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
-                                         device_num=self.world_size)
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
 # ---------------------------------------------------------------------------------- trainer
 
 class Trainer:
     def __init__(self, cfg: DictConfig, cluster: Optional[Cluster] = None, resume: Optional[str] = None,
                  log=None, on_step=None):
         self.cfg = cfg
-        self.cluster = cluster or Cluster()
+        self.cluster = cluster or Cluster().init()
+        self.cluster.enable_data_parallel()
         self.rank, self.world_size = self.cluster.rank, self.cluster.world_size
         self._print = log or (lambda msg: print(msg, flush=True))
         self.on_step = on_step
@@ -181,7 +162,7 @@ class Trainer:
         self.engine = self._build_engine()
         self.unet = self.engine.model.diffusion_model
         self.params = self._select_trainable()
-        self.precision_layers = policy.apply_training_precision(self.engine, str(t.precision))
+        self.precision_layers = apply_training_precision(self.engine, str(t.precision))
         if t.recompute:
             for block in list(self.unet.input_blocks) + [self.unet.middle_block] + list(self.unet.output_blocks):
                 block.recompute()
@@ -534,10 +515,5 @@ class Trainer:
         self.log(f"resumed from {folder} at step {self.step}")
 
 
-def setup_mindspore(mode: str = "pynative"):
-    """Context for training: PyNative (the default; no graph compilation), synchronous op
-    launch on CPU (see policy.pynative_launch_blocking)."""
-    if mode != "pynative":
-        raise ConfigError("only PyNative mode is supported for training")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    policy.apply_runtime_settings()
+# Training runs in PyNative mode (no graph compilation of the backward pass); see README.
+TRAINING_MODE = 1

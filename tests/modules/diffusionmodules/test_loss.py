@@ -36,9 +36,9 @@ def train_ref():
 def step(train_ref):
     """Loss, intermediates and gradients of the mean loss w.r.t. every UNet parameter."""
     from svd_ms.checkpoint import build_engine, load_checkpoint_into
-    from svd_ms.training.trainer import setup_mindspore
+    from svd_ms.runtime import setup_device
 
-    setup_mindspore()
+    setup_device("CPU", mode=1)
     ref, meta = train_ref
     engine = build_engine(TINY_CONFIG)
     load_checkpoint_into(engine, TINY_WEIGHTS)

@@ -23,7 +23,7 @@ import pytest
 from conftest import TINY_CONFIG, TINY_WEIGHTS
 from msrun_helpers import run_msrun
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = int(os.environ.get("SVD_TEST_MSRUN_TIMEOUT", "900"))
 TEMPORAL_TAGS = ("time_stack", "time_mixer", "time_pos_embed")
 
@@ -47,8 +47,8 @@ def write_video(path: Path, num_frames: int, seed: int, fps: int = 8, height: in
 
 @pytest.fixture(scope="module", autouse=True)
 def _mindspore():
-    from svd_ms.training.trainer import setup_mindspore
-    setup_mindspore()
+    from svd_ms.runtime import setup_device
+    setup_device("CPU", mode=1)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,117 @@
+"""The parameters of an image-to-video run: one object that validates itself, shared by the
+Python API, the command line (`--SVD.*`), the web page and the sidecar of every video."""
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+from . import policy
+from .errors import ParamError
+
+# What needs a new model (rebuilding the pipeline); everything else can change per call.
+MODEL_FIELDS = ("config", "checkpoint", "amp_level", "attention", "ff_chunk_size")
+NO_CHECKPOINT = ("", "random", "none", "null")
+# More steps than the 1000 noise levels the models were trained on gain nothing.
+MAX_STEPS = 1000
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass
+class SVDParams:
+    """Model and sampling settings.
+
+    Args:
+        config: model config YAML: one of configs/*.yaml, an upstream sgm config, or
+            configs/demo/tiny_random.yaml for the untrained demo.
+        checkpoint: weights: a MindSpore .ckpt or an upstream .safetensors. Torch .pt/.bin/.ckpt
+            files must first go through svd_tools/convert.py. Unset (or 'random'): random weights,
+            an UNTRAINED model, only useful to try the pipeline.
+        num_frames: frames to generate, at least 1 (unset: the config's, 14 for SVD, 25 for SVD-XT).
+        fps: frames per second, 1 to 60: conditions the model (upstream fps_id = fps - 1) and is
+            the playback rate of the written video.
+        motion_bucket_id: amount of motion, 0 to 255; higher means more motion.
+        noise_aug_strength: noise added to the conditioning image (upstream cond_aug), >= 0; raise
+            it for images far from the training size.
+        decode_chunk_size: frames the VAE decodes at once, at least 1; lower uses less memory
+            (unset: all frames at once). The temporal decoder only mixes frames within a chunk.
+        num_steps: sampling steps, 1 to 1000 (unset: the config's, 25 for the released models).
+        amp_level: mixed precision: O0 float32 everywhere, O2 float16 with float32 islands.
+        attention: attention implementation: auto (flash on Ascend, math elsewhere), math or flash.
+        ff_chunk_size: run feed-forward layers in chunks of this many tokens to save memory
+            (unset: no chunking).
+    """
+
+    config: str
+    checkpoint: Optional[str] = None
+    num_frames: Optional[int] = None
+    fps: int = 7
+    motion_bucket_id: int = 127
+    noise_aug_strength: float = 0.02
+    decode_chunk_size: Optional[int] = None
+    num_steps: Optional[int] = None
+    amp_level: str = "O0"
+    attention: str = "auto"
+    ff_chunk_size: Optional[int] = None
+
+    def __post_init__(self):
+        if isinstance(self.checkpoint, str) and self.checkpoint.strip().lower() in NO_CHECKPOINT:
+            self.checkpoint = None
+        for name in ("num_frames", "decode_chunk_size", "ff_chunk_size"):
+            self._check_int(name, 1, None, optional=True)
+        self._check_int("num_steps", 1, MAX_STEPS, optional=True)
+        self._check_int("fps", 1, 60)
+        self._check_int("motion_bucket_id", 0, 255)
+        if not _is_number(self.noise_aug_strength) or not self.noise_aug_strength >= 0:
+            raise ParamError("noise_aug_strength", f"noise_aug_strength={self.noise_aug_strength!r} is out of "
+                             f"range: it must be a number >= 0")
+        self._check_choice("amp_level", policy.AMP_LEVELS)
+        self._check_choice("attention", policy.ATTENTION_CHOICES)
+        self._check_files()
+
+    def _check_int(self, name: str, low: int, high: Optional[int], optional: bool = False):
+        value = getattr(self, name)
+        if value is None and optional:
+            return
+        if not _is_int(value) or value < low or (high is not None and value > high):
+            bounds = f"an integer between {low} and {high}" if high is not None else f"an integer >= {low}"
+            raise ParamError(name, f"{name}={value!r} is out of range: it must be {bounds}")
+
+    def _check_choice(self, name: str, choices):
+        if getattr(self, name) not in choices:
+            raise ParamError(name, f"{name}={getattr(self, name)!r} is not one of {', '.join(choices)}")
+
+    def _check_files(self):
+        if isinstance(self.config, str):
+            if not self.config:
+                raise ParamError("config", "config is required: a model config such as configs/svd.yaml "
+                                 "(or configs/demo/tiny_random.yaml for the untrained demo)")
+            if not os.path.isfile(self.config):
+                raise ParamError("config", f"config {self.config!r} does not exist")
+        if self.checkpoint is not None:
+            from .checkpoint import check_checkpoint_file
+            try:
+                check_checkpoint_file(self.checkpoint)
+            except Exception as exc:
+                raise ParamError("checkpoint", str(exc)) from None
+
+    # ---- derived copies ---------------------------------------------------------------------
+    def replace(self, **changes) -> "SVDParams":
+        """A validated copy with `changes` applied."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ParamError(sorted(unknown)[0], f"unknown parameter(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **changes)
+
+    def same_model(self, other: "SVDParams") -> bool:
+        return all(getattr(self, f) == getattr(other, f) for f in MODEL_FIELDS)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {f.name: getattr(self, f.name) if not isinstance(getattr(self, f.name), dict) else "<dict>"
+                for f in dataclasses.fields(self)}

@@ -1,0 +1,53 @@
+"""Will a run fit? A coarse estimate of the memory a generation needs beyond the model's weights,
+checked against what the machine has before anything large is allocated.
+
+The estimate is deliberately simple and errs high: the UNet's activations (the guider's copies x
+frames x the first level's channels x latent pixels, times 16 for the resblock intermediates and
+the skip connections every level keeps), one attention chunk (the attention code processes at
+most ATTENTION_CHUNK_BYTES of scores at a time), the VAE decoder's full-resolution activations
+for one decode chunk (128 channels, times 8), and the video on the host (float frames, the clamped
+video and the 8-bit copy).
+"""
+from typing import Dict, Optional
+
+from ..errors import InputError
+
+FLOAT = 4
+UNET_ACTIVATION_FACTOR = 16
+VAE_DECODER_CHANNELS = 128
+VAE_ACTIVATION_FACTOR = 8
+ATTENTION_CHUNK_BYTES = 1 << 30
+SAFETY = 0.9  # leave a tenth of what is free to everything else
+
+
+def estimate_generation_bytes(num_frames: int, height: int, width: int, decode_chunk_size: int,
+                              model_channels: int = 320, num_copies: int = 2) -> Dict[str, int]:
+    latent_pixels = (height // 8) * (width // 8)
+    parts = {
+        "unet activations": num_copies * num_frames * model_channels * latent_pixels * FLOAT * UNET_ACTIVATION_FACTOR,
+        "attention": ATTENTION_CHUNK_BYTES,
+        "vae decode": decode_chunk_size * VAE_DECODER_CHANNELS * height * width * FLOAT * VAE_ACTIVATION_FACTOR,
+        "video on the host": num_frames * 3 * height * width * (FLOAT * 2 + 1),
+    }
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def available_host_bytes() -> Optional[int]:
+    try:
+        import psutil
+        return int(psutil.virtual_memory().available)
+    except Exception:
+        return None
+
+
+def check_fits(estimate: Dict[str, int], available: Optional[int], what: str) -> None:
+    """InputError with the estimate and the limit when `estimate` cannot fit in `available`."""
+    if available is None or estimate["total"] <= SAFETY * available:
+        return
+    gib = 2.0 ** 30
+    biggest = max((k for k in estimate if k != "total"), key=estimate.get)
+    raise InputError(f"{what} needs about {estimate['total'] / gib:.1f} GiB of memory (mostly {biggest}, "
+                     f"{estimate[biggest] / gib:.1f} GiB), more than the {SAFETY * available / gib:.1f} GiB this "
+                     f"machine can give it; use fewer frames, a smaller --width/--height or a smaller "
+                     f"--SVD.decode_chunk_size")

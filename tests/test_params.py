@@ -1,0 +1,46 @@
+"""svd_ms.params.SVDParams: the one place where generation settings are checked."""
+import pytest
+
+from conftest import TINY_CONFIG
+from svd_ms.errors import ParamError
+from svd_ms.params import SVDParams
+
+
+@pytest.mark.parametrize("field,value", [("num_frames", 0), ("decode_chunk_size", 0), ("num_steps", 0),
+                                         ("fps", 0), ("fps", 61), ("motion_bucket_id", -1),
+                                         ("motion_bucket_id", 256), ("noise_aug_strength", -0.1),
+                                         ("ff_chunk_size", 0), ("amp_level", "O1"), ("attention", "fast"),
+                                         ("num_frames", 2.5), ("fps", True)])
+def test_out_of_range_values_name_their_field(field, value):
+    with pytest.raises(ParamError) as info:
+        SVDParams(config=TINY_CONFIG, **{field: value})
+    assert info.value.field == field and str(info.value).startswith(field)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_files_are_refused(tmp_path):
+    with pytest.raises(ParamError, match="does not exist") as info:
+        SVDParams(config=str(tmp_path / "none.yaml"))
+    assert info.value.field == "config"
+    with pytest.raises(ParamError, match="gone.ckpt") as info:
+        SVDParams(config=TINY_CONFIG, checkpoint=str(tmp_path / "gone.ckpt"))
+    assert info.value.field == "checkpoint"
+
+
+def test_random_checkpoint_spellings_mean_none():
+    for spelling in ("random", "None", "", "null"):
+        assert SVDParams(config=TINY_CONFIG, checkpoint=spelling).checkpoint is None
+
+
+def test_replace_revalidates_and_rejects_unknown_fields():
+    base = SVDParams(config=TINY_CONFIG)
+    assert base.replace(fps=9).fps == 9 and base.fps == 7
+    with pytest.raises(ParamError):
+        base.replace(fps=0)
+    with pytest.raises(ParamError, match="unknown"):
+        base.replace(frames=3)
+
+
+def test_absurd_step_count_is_refused_before_anything_is_built():
+    with pytest.raises(ParamError, match="num_steps"):
+        SVDParams(config=TINY_CONFIG, num_steps=1_000_000_000)
