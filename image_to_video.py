@@ -63,8 +63,9 @@ def build_parser():
     parser.add_argument("--width", type=Optional[int], default=None,
                         help="Output width in pixels, a multiple of 64 (the image is resized and center-cropped). "
                         "Unset: derived from --height and the image's aspect ratio, or the image's size.")
-    parser.add_argument("--mode", type=Literal[0, 1], default=0,
-                        help="MindSpore execution mode: 0 graph (compiled), 1 PyNative (eager).")
+    parser.add_argument("--mode", type=Optional[Literal[0, 1]], default=None,
+                        help="MindSpore execution mode: 0 graph (compiled), 1 PyNative (eager). Unset: what fits "
+                        "the device (PyNative on CPU, where graph mode holds far more memory; graph elsewhere).")
     parser.add_argument("--device_target", type=Optional[Literal["Ascend", "GPU", "CPU"]], default=None,
                         help="Backend. Unset: the best one present (Ascend, then GPU, then CPU).")
     parser.add_argument("--device_id", type=Optional[int], default=None,
@@ -146,11 +147,11 @@ def main(argv: Optional[Sequence[str]] = None, pipeline_factory: Optional[Callab
 
         settings = JobSettings(images=cfg.image, output_dir=cfg.output_dir, output_format=cfg.output_format,
                                seed=cfg.seed, overwrite=cfg.overwrite, height=cfg.height, width=cfg.width,
-                               progress=cfg.progress, dist_timeout=cfg.dist_timeout, mode=cfg.mode,
-                               parameters=_parameters(cfg))
+                               progress=cfg.progress, dist_timeout=cfg.dist_timeout, parameters=_parameters(cfg))
         settings.validate()
         cluster = Cluster()
-        target = setup_device(cfg.device_target, cfg.device_id, cfg.mode, cluster)
+        target, settings.mode = setup_device(cfg.device_target, cfg.device_id, cfg.mode, cluster)
+        settings.mode_chosen = cfg.mode is None
         cluster.init()
         job = BatchJob(settings, params, pipeline_factory or _default_pipeline_factory, cluster, target)
         return job.run()

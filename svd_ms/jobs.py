@@ -73,6 +73,7 @@ class JobSettings:
     progress: bool = True
     dist_timeout: float = 900.0
     mode: int = 0
+    mode_chosen: bool = False  # the mode is the device's default, not a --mode flag
     # The flags as given, recorded in each sidecar.
     parameters: Dict[str, Any] = field(default_factory=dict)
 
@@ -277,7 +278,7 @@ class BatchJob:
         base_seed = (int(shared[0, 2]) << 16) | int(shared[0, 3])
         log(f"{self.tag}seed: {base_seed}" + (" (random)" if s.seed is None else "")
             + f"; {len(images)} image(s); device {self.device_target}, mode {s.mode} "
-            f"({'graph' if s.mode == 0 else 'PyNative'})")
+            f"({'graph' if s.mode == 0 else 'PyNative'}{', the default for this device' if s.mode_chosen else ''})")
 
         state = RankState(out_dir, cluster, job_id)
         self.meta = {"versions": versions(), "device_target": self.device_target, "mode": s.mode,

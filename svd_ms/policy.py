@@ -53,6 +53,16 @@ def compute_dtype(amp_level: str):
     return ms.float16 if amp_level == "O2" else ms.float32
 
 
+GRAPH_MODE, PYNATIVE_MODE = 0, 1
+
+
+def default_execution_mode(target: str) -> int:
+    """Graph mode where it pays, PyNative where graph mode does not fit: MindSpore 2.10's CPU
+    graph keeps every activation of the compiled denoiser step alive (14 frames of 256x256 were
+    killed at 23.5 GB, PyNative needed 9.4 GB; README "Performance"). Accelerators compile."""
+    return PYNATIVE_MODE if target == "CPU" else GRAPH_MODE
+
+
 def conv3d_lacks_fp32() -> bool:
     """Ascend 910-class devices have no fp32 Conv3D kernel: that single op runs in fp16 there."""
     return device_target() == "Ascend"

@@ -2,7 +2,7 @@
 import contextlib
 import os
 import sys
-from typing import Optional
+from typing import Optional, Tuple
 
 import mindspore as ms
 
@@ -61,13 +61,15 @@ def apply_runtime_settings() -> None:
         ms.runtime.launch_blocking()
 
 
-def setup_device(device_target: Optional[str] = None, device_id: Optional[int] = None, mode: int = 0,
-                 cluster=None) -> str:
+def setup_device(device_target: Optional[str] = None, device_id: Optional[int] = None, mode: Optional[int] = None,
+                 cluster=None) -> Tuple[str, int]:
     """Select the device (the best present when `device_target` is None), set the execution mode
-    (0 graph, 1 PyNative) and the runtime settings. Under msrun the worker's own device
-    (DEVICE_ID) wins over `device_id`. Returns the device target. Raises UsageError naming the
-    flags when the device cannot be used."""
+    (0 graph, 1 PyNative; None: the policy's default for the device) and the runtime settings.
+    Under msrun the worker's own device (DEVICE_ID) wins over `device_id`. Returns (device target,
+    mode). Raises UsageError naming the flags when the device cannot be used."""
     target = device_target or detect_device_target()
+    if mode is None:
+        mode = policy.default_execution_mode(target)
     local = getattr(cluster, "local_device", None)
     if local is not None:
         if device_id is not None and device_id != local:
@@ -85,4 +87,4 @@ def setup_device(device_target: Optional[str] = None, device_id: Optional[int] =
     except Exception as exc:
         culprit = f"--device_target={target}" + (f" --device_id={device_id}" if target != "CPU" else "")
         raise UsageError(f"{culprit}: cannot use it ({one_line(exc)})") from None
-    return target
+    return target, mode
