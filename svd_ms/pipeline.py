@@ -12,7 +12,7 @@ import numpy as np
 from mindspore import Tensor, ops
 from omegaconf import OmegaConf
 
-from . import policy
+from . import policy, sv3d
 from .checkpoint import load_checkpoint_into
 from .errors import ConfigError, InputError, NonFiniteError
 from .models.diffusion import GuidedDenoiserStep
@@ -73,20 +73,21 @@ class SVDInferPipeline:
         config: sgm-style YAML (upstream `sgm.` targets work unchanged).
         checkpoint: converted MindSpore `.ckpt` or upstream `.safetensors`; None gives random
             weights (an untrained demo).
-        num_frames: frames to generate (default: the config's guider num_frames, else 14).
+        num_frames: frames to generate (default: the config's guider num_frames, else 14, 21 for SV3D).
         fps: frames per second the model is conditioned on (fps_id = fps - 1), 1 to 60.
         motion_bucket_id: amount of motion, 0 to 255.
-        noise_aug_strength: noise added to the conditioning frame (cond_aug).
+        noise_aug_strength: noise added to the conditioning frame (cond_aug; default 0.02, 1e-5
+            for SV3D).
         decode_chunk_size: frames decoded at once by the VAE (default: all frames). Smaller uses
             less memory; the temporal decoder only mixes frames within a chunk.
-        num_steps: sampling steps (default: the config's, else 25).
+        num_steps: sampling steps (default: the config's, else 25, 50 for SV3D).
         amp_level: "O0" float32 everywhere, "O2" float16 with float32 islands (see README).
         attention: "auto" (flash on Ascend, math elsewhere), "math" or "flash".
         ff_chunk_size: tokens per feed-forward chunk in the UNet transformers (None: no chunking).
     """
 
     def __init__(self, config: str, checkpoint: Optional[str] = None, num_frames: Optional[int] = None,
-                 fps: int = 7, motion_bucket_id: int = 127, noise_aug_strength: float = 0.02,
+                 fps: int = 7, motion_bucket_id: int = 127, noise_aug_strength: Optional[float] = None,
                  decode_chunk_size: Optional[int] = None, num_steps: Optional[int] = None, amp_level: str = "O0",
                  attention: str = "auto", ff_chunk_size: Optional[int] = None):
         if num_frames is not None and num_frames < 1:
@@ -99,7 +100,7 @@ class SVDInferPipeline:
             raise InputError(f"fps must be between 1 and 60, got {fps}")
         if not 0 <= motion_bucket_id <= 255:
             raise InputError(f"motion_bucket_id must be between 0 and 255, got {motion_bucket_id}")
-        if noise_aug_strength < 0:
+        if noise_aug_strength is not None and noise_aug_strength < 0:
             raise InputError(f"noise_aug_strength must be >= 0, got {noise_aug_strength}")
         if amp_level not in policy.AMP_LEVELS:
             raise InputError(f"amp_level must be one of {policy.AMP_LEVELS}, got '{amp_level}'")
@@ -114,9 +115,15 @@ class SVDInferPipeline:
         cfg = load_config(config)
         model_params = cfg.model.params
         guider_params = model_params.sampler_config.params.guider_config.get("params", None)
-        self.num_frames = int(num_frames or (guider_params or {}).get("num_frames", None) or DEFAULT_NUM_FRAMES)
+        # SV3D (a conditioner without fps and motion inputs) has its own defaults in upstream's script.
+        self.input_keys = sv3d.conditioner_input_keys(cfg.model)
+        self.orbit = sv3d.is_orbit_model(self.input_keys)
+        self.num_frames = int(num_frames or (guider_params or {}).get("num_frames", None)
+                              or (sv3d.NUM_FRAMES if self.orbit else DEFAULT_NUM_FRAMES))
         self.num_steps = int(num_steps or model_params.sampler_config.params.get("num_steps", None)
-                             or DEFAULT_NUM_STEPS)
+                             or (sv3d.NUM_STEPS if self.orbit else DEFAULT_NUM_STEPS))
+        if noise_aug_strength is None:
+            noise_aug_strength = sv3d.COND_AUG if self.orbit else 0.02
         if guider_params is not None and "max_scale" in guider_params:
             # Per-frame guiders are sized to the clip, as upstream's sampling script does.
             guider_params.num_frames = self.num_frames
@@ -148,7 +155,7 @@ class SVDInferPipeline:
         self.last_timings: Dict[str, object] = {}
 
     # ---- conditioning -------------------------------------------------------------------
-    def _batch(self, image: np.ndarray, cond_noise: np.ndarray) -> Dict:
+    def _batch(self, image: np.ndarray, cond_noise: np.ndarray, camera: Optional[Dict] = None) -> Dict:
         t = self.num_frames
         values = {
             "cond_frames_without_noise": Tensor(image),
@@ -157,14 +164,16 @@ class SVDInferPipeline:
             "motion_bucket_id": Tensor(np.full((t,), self.motion_bucket_id, np.float32)),
             "cond_aug": Tensor(np.full((t,), self.noise_aug_strength, np.float32)),
         }
+        if camera is not None:
+            values.update({key: Tensor(camera[key].astype(np.float32)) for key in sv3d.CAMERA_KEYS})
         missing = [k for k in self.engine.conditioner.input_keys if k not in values]
         if missing:
             raise ConfigError(f"the conditioner needs inputs this pipeline cannot provide: {missing}")
-        return values
+        return {k: values[k] for k in self.engine.conditioner.input_keys}
 
-    def conditioning(self, image: np.ndarray, cond_noise: np.ndarray):
+    def conditioning(self, image: np.ndarray, cond_noise: np.ndarray, camera: Optional[Dict] = None):
         """(c, uc) with crossattn and concat repeated to every frame, as the sampling script does."""
-        batch = self._batch(image, cond_noise)
+        batch = self._batch(image, cond_noise, camera)
         c, uc = self.engine.conditioner.get_unconditional_conditioning(
             batch, batch_uc=dict(batch), force_uc_zero_embeddings=UNCOND_ZERO_KEYS)
         for cond in (c, uc):
@@ -196,15 +205,20 @@ class SVDInferPipeline:
         z = self.sampler(denoise, Tensor(latent_noise), self.num_steps, rng, callback)
         return z, step_times
 
-    def __call__(self, image, seed: Optional[int] = None, latent_noise=None, cond_noise=None, progress: bool = False):
+    def __call__(self, image, seed: Optional[int] = None, latent_noise=None, cond_noise=None, progress: bool = False,
+                 elevations_deg=None, azimuths_deg=None):
         """Returns float32 (T, 3, H, W) in [0, 1]."""
-        return self.generate(image, seed, latent_noise, cond_noise, progress)["video"]
+        return self.generate(image, seed, latent_noise, cond_noise, progress, elevations_deg, azimuths_deg)["video"]
 
     def generate(self, image, seed: Optional[int] = None, latent_noise=None, cond_noise=None,
-                 progress: bool = False) -> Dict[str, np.ndarray]:
-        """Like __call__, but also returns the intermediates: 'latents' (sampled, scaled) and
-        'frames' (decoded, in [-1, 1] before clamping) next to 'video'."""
+                 progress: bool = False, elevations_deg=None, azimuths_deg=None) -> Dict[str, np.ndarray]:
+        """Like __call__, but also returns the intermediates: 'latents' (sampled, scaled),
+        'decoded' (the decoder's frames in [-1, 1] before clamping) and 'frames' (the same with,
+        for SV3D, the last frame replaced by the input image) next to 'video'. For sv3d_p,
+        `elevations_deg` / `azimuths_deg` set the camera path (see sv3d.camera_path), returned as
+        'elevations_deg', 'azimuths_deg', 'polars_rad', 'azimuths_rad'."""
         start = time.perf_counter()
+        camera = sv3d.resolve_camera(self.input_keys, self.num_frames, elevations_deg, azimuths_deg)
         image = image_to_array(image)
         _, _, h, w = image.shape
         if h % 64 or w % 64:
@@ -223,13 +237,18 @@ class SVDInferPipeline:
             raise InputError(f"cond_noise must have shape {image.shape}, got {cond_noise.shape}")
 
         bars = _progress_bars(progress, self.num_steps, -(-t // self.decode_chunk_size))
-        c, uc = self.conditioning(image, cond_noise)
+        c, uc = self.conditioning(image, cond_noise, camera)
         t_cond = time.perf_counter()
         z, step_times = self.sample_latents(c, uc, latent_noise, rng, on_step=lambda i: bars[0].update(1))
         t_sample = time.perf_counter()
         frames = self.engine.decode_first_stage(z, self.decode_chunk_size, callback=lambda i, x: bars[1].update(1))
         _check_finite(frames, "decoded frames")
-        frames = frames.asnumpy().astype(np.float32)
+        decoded = frames.asnumpy().astype(np.float32)
+        frames = decoded
+        if self.orbit:
+            # The orbit ends where it started: upstream shows the input itself as the last view.
+            frames = decoded.copy()
+            frames[-1] = image[0]
         video = np.clip((frames + 1.0) / 2.0, 0.0, 1.0)
         end = time.perf_counter()
         for bar in bars:
@@ -243,7 +262,7 @@ class SVDInferPipeline:
             "decode_s": end - t_sample,
             "total_s": end - start,
         }
-        return {"video": video, "latents": z.asnumpy(), "frames": frames}
+        return {"video": video, "latents": z.asnumpy(), "frames": frames, "decoded": decoded, **(camera or {})}
 
 
 class _NoBar:
