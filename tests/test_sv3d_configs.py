@@ -48,3 +48,23 @@ def test_upstream_sv3d_yaml_builds_unchanged(case):
     engine = instantiate_from_config(cfg.model)
     assert type(engine.first_stage_model.encoder).__name__ == "Identity"
     assert not engine.first_stage_model.is_video_decoder
+
+
+def test_tiny_sv3d_p_converts_and_loads(tmp_path):
+    """svd_tools/convert.py takes the upstream SV3D file as it is; the .ckpt fills the engine
+    with the upstream values (fp16-exact, so equality is exact)."""
+    from safetensors.numpy import load_file
+
+    from svd_ms.checkpoint import load_checkpoint_into
+    from svd_tools.convert import convert
+    config = os.path.join(REFERENCE, "tiny_sv3d_p.sgm.yaml")
+    source = os.path.join(REFERENCE, "tiny_sv3d_p.safetensors")
+    convert(source, config, str(tmp_path), log=lambda *a, **k: None)
+    engine = instantiate_from_config(OmegaConf.load(config).model)
+    info = load_checkpoint_into(engine, str(tmp_path / "tiny_sv3d_p.ckpt"))
+    upstream = load_file(source)
+    params = dict(engine.parameters_and_names())
+    mapped = {k: v for k, v in upstream.items() if map_upstream_key(k) is not None}
+    assert info["loaded"] == len(params) == len(mapped)
+    for name, value in mapped.items():
+        assert np.array_equal(params[name].asnumpy(), value.astype(np.float32)), name
