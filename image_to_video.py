@@ -21,7 +21,7 @@ import argparse  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
-from typing import Callable, Literal, Optional, Sequence  # noqa: E402
+from typing import Callable, List, Literal, Optional, Sequence, Union  # noqa: E402
 
 from svd_ms.errors import ParamError, SVDError, one_line  # noqa: E402
 from svd_ms.params import SVDParams  # noqa: E402
@@ -63,6 +63,16 @@ def build_parser():
     parser.add_argument("--width", type=Optional[int], default=None,
                         help="Output width in pixels, a multiple of 64 (the image is resized and center-cropped). "
                         "Unset: derived from --height and the image's aspect ratio, or the image's size.")
+    parser.add_argument("--elevations_deg", type=Optional[Union[float, List[float]]], default=None,
+                        help="SV3D (sv3d_p configs): camera elevation in degrees, one value or one per frame "
+                        "(default 10).")
+    parser.add_argument("--azimuths_deg", type=Optional[List[float]], default=None,
+                        help="SV3D (sv3d_p configs): camera azimuth in degrees, one per frame (default: evenly "
+                        "spaced over 360).")
+    parser.add_argument("--keep_background", type=bool, default=False,
+                        help="SV3D: use an RGB image as it is (centre square) instead of removing its background.")
+    parser.add_argument("--image_frame_ratio", type=Optional[float], default=None,
+                        help="SV3D: the object's share of the frame when recentring an RGBA cut-out, in (0, 1].")
     parser.add_argument("--mode", type=Optional[Literal[0, 1]], default=None,
                         help="MindSpore execution mode: 0 graph (compiled), 1 PyNative (eager). Unset: what fits "
                         "the device (PyNative on CPU, where graph mode holds far more memory; graph elsewhere).")
@@ -147,7 +157,9 @@ def main(argv: Optional[Sequence[str]] = None, pipeline_factory: Optional[Callab
 
         settings = JobSettings(images=cfg.image, output_dir=cfg.output_dir, output_format=cfg.output_format,
                                seed=cfg.seed, overwrite=cfg.overwrite, height=cfg.height, width=cfg.width,
-                               progress=cfg.progress, dist_timeout=cfg.dist_timeout, parameters=_parameters(cfg))
+                               progress=cfg.progress, dist_timeout=cfg.dist_timeout, parameters=_parameters(cfg),
+                               elevations_deg=cfg.elevations_deg, azimuths_deg=cfg.azimuths_deg,
+                               keep_background=cfg.keep_background, image_frame_ratio=cfg.image_frame_ratio)
         settings.validate()
         cluster = Cluster()
         target, settings.mode = setup_device(cfg.device_target, cfg.device_id, cfg.mode, cluster)

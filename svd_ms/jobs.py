@@ -27,14 +27,16 @@ import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import ImageError, SVDError, UsageError, one_line
+from . import sv3d
+from .errors import ImageError, InputError, SVDError, UsageError, one_line
 from .media import (VIDEO_FORMATS, is_temporary, load_image, remove_path, resolve_images, to_uint8, write_json,
                     write_video)
 from .params import SVDParams
+from .util import load_config
 from .runtime import Cluster, PeakMemory, format_bytes, versions
 
 EXIT_OK, EXIT_FAILED, EXIT_SETUP, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -74,6 +76,11 @@ class JobSettings:
     dist_timeout: float = 900.0
     mode: int = 0
     mode_chosen: bool = False  # the mode is the device's default, not a --mode flag
+    # SV3D (orbit models): the camera path of sv3d_p, and how the input is prepared.
+    elevations_deg: Optional[Union[float, List[float]]] = None
+    azimuths_deg: Optional[List[float]] = None
+    keep_background: bool = False
+    image_frame_ratio: Optional[float] = None
     # The flags as given, recorded in each sidecar.
     parameters: Dict[str, Any] = field(default_factory=dict)
 
@@ -230,6 +237,44 @@ class BatchJob:
         self.cluster = cluster or Cluster()
         self.device_target = device_target
         self.tag = self.cluster.tag
+        model_config = load_config(params.config, require_model=True).model
+        self.input_keys = sv3d.conditioner_input_keys(model_config)
+        self.orbit = sv3d.is_orbit_model(self.input_keys)
+        guider = ((model_config.params.get("sampler_config") or {}).get("params") or {}).get("guider_config") or {}
+        self.num_frames = params.num_frames or (guider.get("params") or {}).get("num_frames") or \
+            (sv3d.NUM_FRAMES if self.orbit else None)
+
+    def check_model_inputs(self) -> None:
+        """Flags that do not fit the model, refused (or warned about) before any image runs."""
+        s, p = self.settings, self.params
+        if self.orbit:
+            ignored = [f"--SVD.{name}" for name, default in (("fps", 7), ("motion_bucket_id", 127))
+                       if getattr(p, name) != default]
+            if ignored:
+                warn(f"{' and '.join(ignored)} not used: this SV3D model is not conditioned on fps or motion")
+            if s.height is not None and s.width is not None and s.height != s.width:
+                raise UsageError(f"--height={s.height} --width={s.width}: SV3D makes square views; give one side")
+        elif s.keep_background or s.image_frame_ratio is not None:
+            raise UsageError("--keep_background and --image_frame_ratio prepare SV3D inputs; this model is not SV3D")
+        try:
+            sv3d.resolve_camera(self.input_keys, self.num_frames or 1, s.elevations_deg, s.azimuths_deg)
+        except InputError as exc:
+            raise UsageError(f"--{exc}" if str(exc).split(":")[0] in ("elevations_deg", "azimuths_deg")
+                             else str(exc)) from None
+
+    def load_input(self, path: str):
+        """One input image prepared for this model: (uint8 HxWx3, info, warnings)."""
+        s = self.settings
+        if not self.orbit:
+            return load_image(path, s.height, s.width)
+        size = s.height or s.width or sv3d.IMAGE_SIZE
+        try:
+            prepared = sv3d.prepare_image(path, size, s.image_frame_ratio, s.keep_background)
+        except InputError as exc:
+            raise ImageError(str(exc) if path in str(exc) else f"{path!r}: {exc}") from None
+        info = {"path": os.path.abspath(path), "size": [size, size],
+                "preprocessing": "SV3D: " + ("centre square" if s.keep_background else "object recentred on white")}
+        return np.asarray(prepared, np.uint8), info, []
 
     # ---- settings that make a video what it is -------------------------------------------------
     def video_settings(self) -> Dict[str, Any]:
@@ -239,6 +284,9 @@ class BatchJob:
         if record.get("checkpoint"):
             record["checkpoint"] = os.path.abspath(record["checkpoint"])
         record.update(height=s.height, width=s.width, output_format=s.output_format)
+        if self.orbit:
+            record.update(elevations_deg=s.elevations_deg, azimuths_deg=s.azimuths_deg,
+                          keep_background=s.keep_background, image_frame_ratio=s.image_frame_ratio)
         return json.loads(json.dumps(record, default=str))
 
     # ---- the job ----------------------------------------------------------------------------
@@ -249,6 +297,7 @@ class BatchJob:
         out_dir = Path(s.output_dir)
         try:
             s.validate()
+            self.check_model_inputs()
             out_dir = check_output_dir(s.output_dir, cluster.rank)
         except UsageError as exc:
             setup_error = str(exc)
@@ -365,7 +414,7 @@ class BatchJob:
             if reason:
                 log(f"{self.tag}redo {path!r}: {reason}")
             try:
-                _, _, warnings = load_image(path, s.height, s.width)
+                _, _, warnings = self.load_input(path)
             except ImageError as exc:
                 state.fail(entry, str(exc))
                 continue
@@ -412,9 +461,11 @@ class BatchJob:
         memory.reset()
         t_img = time.perf_counter()
         try:
-            array, info, _ = load_image(path, s.height, s.width)
+            array, info, _ = self.load_input(path)
             t_load = time.perf_counter() - t_img
-            result = pipe.generate(array, seed=seed, progress=s.progress)
+            camera = {"elevations_deg": s.elevations_deg, "azimuths_deg": s.azimuths_deg} \
+                if sv3d.takes_camera(self.input_keys) else {}
+            result = pipe.generate(array, seed=seed, progress=s.progress, **camera)
             video = np.asarray(result.video)
             if video.ndim != 4 or video.shape[1] != 3:
                 raise ImageError(f"{path!r}: the pipeline returned shape {video.shape}, expected (T,3,H,W)")
@@ -423,6 +474,8 @@ class BatchJob:
                                  f"nothing written")
             frames = to_uint8(video)
             record = self._record(entry, frames, info, untrained)
+            if getattr(result, "camera", None):
+                record["camera"] = {k: np.asarray(v).tolist() for k, v in result.camera.items()}
             # The sidecar goes first as "writing", so that a run killed before the final record is
             # recognised as ours and redone.
             write_json(sidecar_path, dict(record, status="writing"))
@@ -490,7 +543,10 @@ class BatchJob:
         s = self.settings
         parts = ["python", "image_to_video.py"]
         parts += [f"--SVD.{k}={v}" for k, v in self.params.to_dict().items() if v is not None]
-        parts += [f"--{k}={getattr(s, k)}" for k in ("height", "width") if getattr(s, k) is not None]
+        parts += [f"--{k}={getattr(s, k)}" for k in ("height", "width", "image_frame_ratio") if getattr(s, k) is not None]
+        parts += [f"--{k}={json.dumps(getattr(s, k))}" for k in ("elevations_deg", "azimuths_deg")
+                  if getattr(s, k) is not None]
+        parts += ["--keep_background=true"] if s.keep_background else []
         parts += [f"--mode={s.mode}", f"--image={image}", f"--seed={seed}", f"--output_format={s.output_format}",
                   f"--output_dir={s.output_dir}"]
         return " ".join(shlex.quote(p) for p in parts)

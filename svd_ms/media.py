@@ -142,6 +142,16 @@ def resize_cover_crop_frames(frames: np.ndarray, height: int, width: int) -> np.
 def open_image(path: str):
     """Open one image file: (RGB PIL image with EXIF orientation applied, info). ImageError names
     the file on any failure."""
+    img, info = open_image_as_stored(path)
+    img, conversion = to_rgb(img)
+    if conversion:
+        info["conversion"] = conversion
+    return img, info
+
+
+def open_image_as_stored(path: str):
+    """Open one image file in its own mode (alpha kept), upright by its EXIF orientation, after
+    the checks every input gets: a regular file, a decodable image, not a decompression bomb."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     problem = _regular_file_problem(path)
@@ -167,9 +177,6 @@ def open_image(path: str):
                          f"({one_line(exc)})") from None
     info: Dict[str, Any] = {"path": os.path.abspath(path), "original_size": list(original_size),
                             "original_mode": original_mode, "exif_orientation": orientation}
-    img, conversion = to_rgb(img)
-    if conversion:
-        info["conversion"] = conversion
     return img, info
 
 

@@ -38,7 +38,7 @@ class SVDParams:
             the playback rate of the written video.
         motion_bucket_id: amount of motion, 0 to 255; higher means more motion.
         noise_aug_strength: noise added to the conditioning image (upstream cond_aug), >= 0; raise
-            it for images far from the training size.
+            it for images far from the training size (unset: 0.02, 1e-5 for SV3D).
         decode_chunk_size: frames the VAE decodes at once, at least 1; lower uses less memory
             (unset: all frames at once). The temporal decoder only mixes frames within a chunk.
         num_steps: sampling steps, 1 to 1000 (unset: the config's, 25 for the released models).
@@ -53,7 +53,7 @@ class SVDParams:
     num_frames: Optional[int] = None
     fps: int = 7
     motion_bucket_id: int = 127
-    noise_aug_strength: float = 0.02
+    noise_aug_strength: Optional[float] = None
     decode_chunk_size: Optional[int] = None
     num_steps: Optional[int] = None
     amp_level: str = "O0"
@@ -68,7 +68,8 @@ class SVDParams:
         self._check_int("num_steps", 1, MAX_STEPS, optional=True)
         self._check_int("fps", 1, 60)
         self._check_int("motion_bucket_id", 0, 255)
-        if not _is_number(self.noise_aug_strength) or not self.noise_aug_strength >= 0:
+        if self.noise_aug_strength is not None and (not _is_number(self.noise_aug_strength)
+                                                    or not self.noise_aug_strength >= 0):
             raise ParamError("noise_aug_strength", f"noise_aug_strength={self.noise_aug_strength!r} is out of "
                              f"range: it must be a number >= 0")
         self._check_choice("amp_level", policy.AMP_LEVELS)

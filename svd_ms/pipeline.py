@@ -14,6 +14,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, ops
 
+from . import sv3d
 from .checkpoint import load_checkpoint_into
 from .errors import ConfigError, GenerationCancelled, InputError, NonFiniteError, ParamError
 from .media import image_to_array
@@ -25,6 +26,7 @@ from .util import instantiate_from_config, load_config
 
 DEFAULT_NUM_FRAMES = 14
 DEFAULT_NUM_STEPS = 25
+DEFAULT_NOISE_AUG_STRENGTH = 0.02
 UNCOND_ZERO_KEYS = ["cond_frames", "cond_frames_without_noise"]
 
 
@@ -43,16 +45,25 @@ class StepInfo:
 class VideoResult:
     """One generated video. `video`: float32 (T, 3, H, W) in [0, 1]; `frames`: the decoded frames
     in [-1, 1] before clamping; `latents`: the sampled latents (scaled, as the UNet sees them).
-    `video` and `frames` are None when decoding was skipped (`output_type='latent'`)."""
+    `video` and `frames` are None when decoding was skipped (`output_type='latent'`). For SV3D,
+    `decoded` is the decoder's output before the last frame is replaced by the input image, and
+    `camera` the camera path (elevations_deg, azimuths_deg, polars_rad, azimuths_rad) of sv3d_p."""
     latents: np.ndarray
     video: Optional[np.ndarray] = None
     frames: Optional[np.ndarray] = None
+    decoded: Optional[np.ndarray] = None
     seed: Optional[int] = None
     params: Optional[SVDParams] = None
+    camera: Optional[Dict[str, np.ndarray]] = None
     timings: Dict[str, object] = field(default_factory=dict)
 
     def __getitem__(self, key):  # result["video"] reads like diffusers' outputs
+        if self.camera is not None and key in self.camera:
+            return self.camera[key]
         return getattr(self, key)
+
+    def __contains__(self, key) -> bool:
+        return (self.camera is not None and key in self.camera) or getattr(self, key, None) is not None
 
 
 def _check_finite(x, stage: str):
@@ -100,8 +111,14 @@ class SVDInferPipeline:
         self._sampler_config = OmegaConf.to_container(sampler_config, resolve=True)
         sampler_params = self._sampler_config.get("params") or {}
         guider_params = (sampler_params.get("guider_config") or {}).get("params") or {}
-        self.default_num_frames = int(guider_params.get("num_frames") or DEFAULT_NUM_FRAMES)
-        self.default_num_steps = int(sampler_params.get("num_steps") or DEFAULT_NUM_STEPS)
+        # SV3D (a conditioner without fps and motion inputs) has its own defaults in upstream's script.
+        self.input_keys = sv3d.conditioner_input_keys(cfg.model)
+        self.orbit = sv3d.is_orbit_model(self.input_keys)
+        self.default_num_frames = int(guider_params.get("num_frames")
+                                      or (sv3d.NUM_FRAMES if self.orbit else DEFAULT_NUM_FRAMES))
+        self.default_num_steps = int(sampler_params.get("num_steps")
+                                     or (sv3d.NUM_STEPS if self.orbit else DEFAULT_NUM_STEPS))
+        self.default_noise_aug_strength = sv3d.COND_AUG if self.orbit else DEFAULT_NOISE_AUG_STRENGTH
 
         self.engine = instantiate_from_config(cfg.model)
         self.engine.set_train(False)
@@ -122,14 +139,25 @@ class SVDInferPipeline:
         return self.params.num_frames or self.default_num_frames
 
     @property
+    def num_steps(self) -> int:
+        return self.resolve(self.params)["num_steps"]
+
+    @property
+    def noise_aug_strength(self) -> float:
+        return self.resolve(self.params)["noise_aug_strength"]
+
+    @property
     def untrained(self) -> bool:
         return self.params.checkpoint is None
 
-    def resolve(self, params: SVDParams) -> Dict[str, int]:
-        """The concrete frame count, step count and decode chunk of `params` for this model."""
+    def resolve(self, params: SVDParams) -> Dict[str, object]:
+        """The concrete frame count, step count, decode chunk and noise augmentation of `params`
+        for this model (unset values take the model's defaults)."""
         t = params.num_frames or self.default_num_frames
+        aug = params.noise_aug_strength
         return {"num_frames": t, "num_steps": params.num_steps or self.default_num_steps,
-                "decode_chunk_size": params.decode_chunk_size or t}
+                "decode_chunk_size": params.decode_chunk_size or t,
+                "noise_aug_strength": self.default_noise_aug_strength if aug is None else aug}
 
     def call_params(self, **overrides) -> SVDParams:
         """This pipeline's parameters with per-call `overrides`, validated; the model fields
@@ -152,25 +180,30 @@ class SVDInferPipeline:
         return self._sampling[num_frames]
 
     # ---- conditioning -------------------------------------------------------------------------
-    def _batch(self, image: np.ndarray, cond_noise: np.ndarray, params: SVDParams, num_frames: int) -> Dict:
-        t = num_frames
+    def _batch(self, image: np.ndarray, cond_noise: np.ndarray, params: SVDParams, camera: Optional[Dict]) -> Dict:
+        """What the config's conditioner asks for, and only that (SV3D takes no fps or motion)."""
+        sizes = self.resolve(params)
+        t, aug = sizes["num_frames"], sizes["noise_aug_strength"]
         values = {
             "cond_frames_without_noise": Tensor(image),
-            "cond_frames": Tensor(image + params.noise_aug_strength * cond_noise),
+            "cond_frames": Tensor(image + aug * cond_noise),
             "fps_id": Tensor(np.full((t,), params.fps - 1, np.float32)),
             "motion_bucket_id": Tensor(np.full((t,), params.motion_bucket_id, np.float32)),
-            "cond_aug": Tensor(np.full((t,), params.noise_aug_strength, np.float32)),
+            "cond_aug": Tensor(np.full((t,), aug, np.float32)),
         }
+        if camera is not None:
+            values.update({key: Tensor(camera[key].astype(np.float32)) for key in sv3d.CAMERA_KEYS})
         missing = [k for k in self.engine.conditioner.input_keys if k not in values]
         if missing:
             raise ConfigError(f"the conditioner needs inputs this pipeline cannot provide: {missing}")
-        return values
+        return {k: values[k] for k in self.engine.conditioner.input_keys}
 
-    def conditioning(self, image: np.ndarray, cond_noise: np.ndarray, params: Optional[SVDParams] = None):
+    def conditioning(self, image: np.ndarray, cond_noise: np.ndarray, camera: Optional[Dict] = None,
+                     params: Optional[SVDParams] = None):
         """(c, uc) with crossattn and concat repeated to every frame, as the sampling script does."""
         params = params or self.params
         t = self.resolve(params)["num_frames"]
-        batch = self._batch(image, cond_noise, params, t)
+        batch = self._batch(image, cond_noise, params, camera)
         c, uc = self.engine.conditioner.get_unconditional_conditioning(
             batch, batch_uc=dict(batch), force_uc_zero_embeddings=UNCOND_ZERO_KEYS)
         for cond in (c, uc):
@@ -222,7 +255,7 @@ class SVDInferPipeline:
 
     def generate(self, image, seed: Optional[int] = None, latent_noise=None, cond_noise=None,
                  progress: bool = False, callback: Optional[Callable[[StepInfo], Optional[bool]]] = None,
-                 output_type: str = "video", **overrides) -> VideoResult:
+                 output_type: str = "video", elevations_deg=None, azimuths_deg=None, **overrides) -> VideoResult:
         """Generate one video from `image` (a path, PIL image, uint8 HxWx3 array or float array in
         [-1, 1]; sides multiples of 64).
 
@@ -232,6 +265,7 @@ class SVDInferPipeline:
         callback(StepInfo): called after every sampling step and decoded chunk; returning False
             stops the run with GenerationCancelled.
         output_type: 'video', or 'latent' to stop after sampling (decode later with `decode_latents`).
+        elevations_deg, azimuths_deg: the camera path of an sv3d_p model (see sv3d.camera_path).
         overrides: per-call values for the sampling fields of SVDParams (num_frames, num_steps, fps,
             motion_bucket_id, noise_aug_strength, decode_chunk_size).
         """
@@ -241,6 +275,7 @@ class SVDInferPipeline:
         params = self.call_params(**overrides)
         sizes = self.resolve(params)
         t, num_steps = sizes["num_frames"], sizes["num_steps"]
+        camera = sv3d.resolve_camera(self.input_keys, t, elevations_deg, azimuths_deg)
         image = image_to_array(image)
         _, _, h, w = image.shape
         if h % 64 or w % 64:
@@ -264,13 +299,19 @@ class SVDInferPipeline:
                 bars.update(info.stage)
                 return callback(info) if callback is not None else None
 
-            c, uc = self.conditioning(image, cond_noise, params)
+            c, uc = self.conditioning(image, cond_noise, camera, params)
             t_cond = time.perf_counter()
             z, step_times = self.sample_latents(c, uc, latent_noise, rng, num_steps, report)
             t_sample = time.perf_counter()
-            result = VideoResult(latents=z.asnumpy(), seed=seed, params=params)
+            result = VideoResult(latents=z.asnumpy(), seed=seed, params=params, camera=camera)
             if output_type == "video":
-                result.frames, result.video = self.decode_latents(z, sizes["decode_chunk_size"], report)
+                result.decoded, result.video = self.decode_latents(z, sizes["decode_chunk_size"], report)
+                result.frames = result.decoded
+                if self.orbit:
+                    # The orbit ends where it started: upstream shows the input itself as the last view.
+                    result.frames = result.decoded.copy()
+                    result.frames[-1] = image[0]
+                    result.video = np.clip((result.frames + 1.0) / 2.0, 0.0, 1.0)
         finally:
             bars.close()
         end = time.perf_counter()

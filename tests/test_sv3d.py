@@ -1,0 +1,202 @@
+"""SV3D vs upstream: the tiny sv3d_u and sv3d_p runs through the Python API in graph mode
+(conditioning, triangle guidance, sampled latents, decoded frames, last-frame replacement,
+video), the sv3d_p camera conversion, and the input preparation."""
+import json
+import os
+import sys
+import types
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+from PIL import Image
+
+from conftest import REFERENCE, assert_close
+from engine_fixtures import REL, graph_mode
+from svd_ms import sv3d
+from svd_ms.errors import InputError
+from svd_ms.pipeline import SVDInferPipeline, image_to_array
+
+CASES = ("tiny_sv3d_u", "tiny_sv3d_p")
+
+
+def _case(name):
+    settings = json.load(open(os.path.join(REFERENCE, f"{name}.json")))
+    return settings, dict(np.load(os.path.join(REFERENCE, f"{name}.reference.npz")))
+
+
+def _pipeline(name, config=None, **overrides):
+    settings, _ = _case(name)
+    config = config or os.path.join(REFERENCE, f"{name}.sgm.yaml")
+    kwargs = dict(decode_chunk_size=settings["decoding_t"])
+    kwargs.update(overrides)
+    return SVDInferPipeline(config, os.path.join(REFERENCE, f"{name}.safetensors"), **kwargs)
+
+
+@pytest.fixture(scope="module")
+def runs():
+    """One graph-mode run per case; the camera of sv3d_p given as its user gave it."""
+    results = {}
+    with graph_mode():
+        for name in CASES:
+            settings, r = _case(name)
+            pipe = _pipeline(name)
+            camera = {}
+            if settings["version"] == "p":
+                camera = {"elevations_deg": settings["elevations_deg"][0]}  # one value for every frame
+            out = pipe.generate(r["image"], latent_noise=r["randn"], cond_noise=r["cond_noise"], **camera)
+            path = sv3d.resolve_camera(pipe.input_keys, pipe.num_frames, **camera)
+            c, uc = pipe.conditioning(r["image"], r["cond_noise"], path)
+            results[name] = (pipe, out, c, uc)
+    return results
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_sv3d_graph_mode_matches_upstream(runs, name):
+    settings, r = _case(name)
+    pipe, out, c, uc = runs[name]
+    # The upstream config's sampler and guider settings and the SV3D cond_aug are the defaults.
+    assert (pipe.num_frames, pipe.num_steps, pipe.noise_aug_strength) == (settings["T"], settings["steps"], 1e-5)
+    assert pipe.orbit and set(pipe.engine.conditioner.input_keys).isdisjoint(sv3d.SVD_ONLY_KEYS)
+    for key in ("crossattn", "concat", "vector"):
+        assert_close(f"{name} c_{key}", c[key].asnumpy(), r[f"c_{key}"], rel=REL)
+        assert_close(f"{name} uc_{key}", uc[key].asnumpy(), r[f"uc_{key}"], rel=REL,
+                     max_abs=1e-6 if key != "vector" else None)
+    assert_close(f"{name} guidance_scale", pipe.guider.scale.asnumpy().reshape(-1), r["guidance_scale"], rel=1e-6)
+    assert_close(f"{name} samples_z", out["latents"], r["samples_z"], rel=2e-4)
+    assert_close(f"{name} samples_x_decoded", out["decoded"], r["samples_x_decoded"], rel=2e-4)
+    assert_close(f"{name} samples_x", out["frames"], r["samples_x"], rel=2e-4)
+    assert_close(f"{name} video", out["video"], r["video"], max_abs=2e-3, mean_abs=2e-4)
+    assert np.array_equal(out["frames"][-1], r["image"][0]), "the last frame is the input image"
+    if settings["version"] == "p":
+        assert_close(f"{name} polars_rad (run)", out["polars_rad"], r["polars_rad"], rel=1e-6)
+        assert_close(f"{name} azimuths_rad (run)", out["azimuths_rad"], r["azimuths_rad"], rel=1e-6)
+        np.testing.assert_allclose(out["azimuths_deg"], settings["azimuths_deg"], atol=1e-9)
+    else:
+        assert "polars_rad" not in out
+
+
+def test_camera_conversion_matches_upstream():
+    settings, r = _case("tiny_sv3d_p")
+    path = sv3d.camera_path(settings["T"], settings["elevations_deg"], settings["azimuths_deg"])
+    assert_close("camera polars_rad", path["polars_rad"], r["polars_rad"], rel=1e-6)
+    assert_close("camera azimuths_rad", path["azimuths_rad"], r["azimuths_rad"], rel=1e-6)
+    default = sv3d.camera_path(settings["T"])  # 10 degrees, evenly spaced azimuths
+    assert_close("camera default azimuths_rad", default["azimuths_rad"], r["azimuths_rad"], rel=1e-6)
+    # Relative to the last azimuth, modulo 360, in the order given (upstream's sort is a no-op).
+    custom = sv3d.camera_path(3, [0, -30, 45], [350, 10, 90])
+    np.testing.assert_allclose(custom["polars_rad"], np.deg2rad([90, 120, 45]))
+    np.testing.assert_allclose(custom["azimuths_rad"], np.deg2rad([260, 280, 0]))
+
+
+@pytest.mark.parametrize("elevations, azimuths, culprit", [
+    ([10, 20], None, "elevations_deg: give one number or 5"),
+    (10, [0, 90, 180], "azimuths_deg: give 5 numbers"),
+    (10, 90, "azimuths_deg: give 5 numbers"),
+    ("high", None, "elevations_deg: 'high' is not a number"),
+    (10, [0, 1, 2, "x", 4], "azimuths_deg: 'x' is not a number"),
+    ([10, 10, float("nan"), 10, 10], None, "elevations_deg: nan is not a number"),
+    (True, None, "elevations_deg: True is not a number"),
+])
+def test_bad_camera_is_one_line_error(elevations, azimuths, culprit):
+    with pytest.raises(InputError) as info:
+        sv3d.camera_path(5, elevations, azimuths)
+    assert str(info.value).startswith(culprit) and "\n" not in str(info.value)
+
+
+def test_camera_for_a_model_without_camera_is_refused(runs):
+    pipe_u = runs["tiny_sv3d_u"][0]
+    _, r = _case("tiny_sv3d_u")
+    with pytest.raises(InputError, match="^elevations_deg: this model takes no camera path"):
+        pipe_u.generate(r["image"], elevations_deg=10.0)
+
+
+def test_sv3d_defaults_without_clip_settings_in_config():
+    """Upstream's sv3d configs set neither the clip length nor the steps: the pipeline takes the
+    sampling script's (21 frames, 50 steps, cond_aug 1e-5) and sizes the triangle guider."""
+    cfg = OmegaConf.load(os.path.join(REFERENCE, "tiny_sv3d_u.sgm.yaml"))
+    sampler = cfg.model.params.sampler_config.params
+    del sampler["num_steps"]
+    del sampler.guider_config.params["num_frames"]
+    pipe = _pipeline("tiny_sv3d_u", config=OmegaConf.to_container(cfg), decode_chunk_size=None)
+    assert (pipe.num_frames, pipe.num_steps, pipe.noise_aug_strength) == (21, 50, 1e-5)
+    scale = pipe.guider.scale.asnumpy().reshape(-1)
+    assert scale.shape == (21,) and scale[10] == 2.5 and scale[0] == scale[-1] == 1.0
+
+
+# ---- input preparation ---------------------------------------------------------------------
+
+def _cutout(h=64, w=96, box=(10, 30, 50, 90), colour=(200, 30, 60)):
+    """Transparent canvas with one opaque rectangle (rows box[0]:box[1], cols box[2]:box[3])."""
+    arr = np.zeros((h, w, 4), np.uint8)
+    arr[..., :3] = 17  # colour under the transparent pixels must not show
+    arr[box[0]:box[1], box[2]:box[3]] = colour + (255,)
+    return arr
+
+
+def test_rgba_cutout_is_recentred_on_white():
+    # 20 x 40 object in a 64-tall image: pasted at the centre of a 64 x 64 canvas, no resize.
+    out = np.array(sv3d.prepare_image(Image.fromarray(_cutout()), size=64))
+    expected = np.full((64, 64, 3), 255, np.uint8)
+    expected[32 - 10:32 + 10, 32 - 20:32 + 20] = (200, 30, 60)
+    assert out.shape == (64, 64, 3) and np.array_equal(out, expected)
+
+
+def test_rgba_cutout_with_frame_ratio():
+    # ratio 0.5: canvas side 40 / 0.5 = 80, resized to 64, so the object spans 32 x 16 pixels.
+    out = np.array(sv3d.prepare_image(_cutout(), size=64, image_frame_ratio=0.5)).astype(float)
+    redness = np.clip((out[..., 0] - out[..., 1]) / (200 - 30), 0, 1)
+    rows, cols = np.nonzero(redness > 0.5)
+    assert (rows.min(), rows.max() + 1, cols.min(), cols.max() + 1) == (24, 40, 16, 48)
+    assert np.all(out[:20] == 255) and np.all(out[44:] == 255)
+
+
+def test_rgb_without_rembg_is_refused(monkeypatch, tmp_path):
+    rgb = Image.new("RGB", (96, 64), (10, 120, 30))
+    monkeypatch.setitem(sys.modules, "rembg", None)  # not installed
+    with pytest.raises(InputError) as info:
+        sv3d.prepare_image(rgb, size=64)
+    message = str(info.value)
+    assert "RGBA cut-out" in message and "keep_background" in message and "not installed" in message
+    assert "\n" not in message
+
+    # Installed but its model not on disk: refused before any session (and so any download).
+    fake = types.ModuleType("rembg")
+    fake.remove = lambda *a, **k: pytest.fail("rembg.remove must not run")
+    u2net = types.ModuleType("rembg.sessions.u2net")
+    u2net.U2netSession = type("U2netSession", (), {"__init__": lambda *a, **k: pytest.fail("no session")})
+    monkeypatch.setitem(sys.modules, "rembg", fake)
+    monkeypatch.setitem(sys.modules, "rembg.sessions", types.ModuleType("rembg.sessions"))
+    monkeypatch.setitem(sys.modules, "rembg.sessions.u2net", u2net)
+    monkeypatch.setenv("U2NET_HOME", str(tmp_path))
+    with pytest.raises(InputError, match="is not on disk and is never downloaded"):
+        sv3d.prepare_image(rgb, size=64)
+
+
+def test_keep_background_centre_crops():
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    out = sv3d.prepare_image(arr, size=64, keep_background=True)
+    assert np.array_equal(np.array(out), arr[:, 16:80])
+    # The reference input (already prepared, square) passes through unchanged.
+    _, r = _case("tiny_sv3d_u")
+    png = os.path.join(REFERENCE, "tiny_sv3d_u.input.png")
+    assert_close("prepared input", image_to_array(sv3d.prepare_image(png, size=192, keep_background=True)),
+                 r["image"], max_abs=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, culprit", [
+    (dict(size=100), "image size must be a positive multiple of 64"),
+    (dict(image_frame_ratio=1.5), "image_frame_ratio must be a number in (0, 1]"),
+    (dict(image="missing.png"), "'missing.png': no such file"),
+])
+def test_bad_preparation_input(kwargs, culprit):
+    kwargs = dict(dict(image=_cutout()), **kwargs)
+    with pytest.raises(InputError) as info:
+        sv3d.prepare_image(**kwargs)
+    assert str(info.value).startswith(culprit)
+
+
+def test_fully_transparent_cutout_is_refused():
+    with pytest.raises(InputError, match="fully transparent"):
+        sv3d.prepare_image(np.zeros((64, 64, 4), np.uint8), size=64)
