@@ -23,3 +23,11 @@ class CheckpointMismatchError(CheckpointError):
 
 class NonFiniteError(SVDError):
     pass
+
+
+class CheckpointMemoryError(CheckpointError):
+    """The host has too little memory for a checkpoint's tensors; the message gives the sizes."""
+
+
+class ConvertError(SVDError):
+    """svd_tools/convert.py refuses: its input, config or output cannot be used as given."""

@@ -93,7 +93,7 @@ def test_refusals_are_one_line(tmp_path):
     torch_file.write_bytes(b"PK\x03\x04rest")
     for path, pattern in [(str(tmp_path / "absent.ckpt"), "does not exist"),
                           (str(junk), "not a readable safetensors"),
-                          (str(torch_file), "PyTorch pickle; convert it first: python svd_tools/convert.py")]:
+                          (str(torch_file), "PyTorch checkpoint; convert it first: python -m svd_tools.convert")]:
         with pytest.raises(CheckpointError, match=pattern) as info:
             load_checkpoint_into(engine, path)
         assert "\n" not in str(info.value)
