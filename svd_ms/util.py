@@ -57,13 +57,14 @@ def check_target(target, source: Optional[str] = None) -> str:
 
 
 def check_targets(config, source: Optional[str] = None) -> None:
-    """Check every target named anywhere in a config tree (see TARGET_KEYS)."""
+    """Check every target named anywhere in a config tree (see TARGET_KEYS): allowed by name,
+    then resolved to a class of this project (only this project's modules are imported)."""
     if isinstance(config, DictConfig):
         config = OmegaConf.to_container(config, resolve=False)
     if isinstance(config, Mapping):
         for key, value in config.items():
             if key in TARGET_KEYS and value is not None and not isinstance(value, (Mapping, list)):
-                check_target(value, source)
+                get_obj_from_str(value, source)  # the name is checked before anything is imported
             else:
                 check_targets(value, source)
     elif isinstance(config, (list, tuple)):

@@ -10,7 +10,7 @@ import pytest
 import convert_helpers as H  # tests/ is on sys.path under pytest
 from svd_tools import ms_ckpt
 from svd_tools.safetensors_stream import write_safetensors
-from svd_tools.sources import bf16_to_f32
+from svd_ms.checkpoint import bf16_to_f32
 
 
 def _engine_expected(config=None):
@@ -229,16 +229,17 @@ def test_refuses_missing_input(tmp_path):
     r = H.run_cli("--pt_weights_file", tmp_path / "nope.safetensors", "--config", H.TINY_CONFIG, "--out_dir", out)
     check_refusal(r, out, "not found")
     r = H.run_cli("--pt_weights_file", H.TINY, "--config", tmp_path / "nope.yaml", "--out_dir", out)
-    check_refusal(r, out, "not found")
+    check_refusal(r, out, "nope.yaml", "does not exist")
 
 
 def test_pickle_without_torch_says_what_to_do(tmp_path, monkeypatch):
     path = tmp_path / "svd.ckpt"
     path.write_bytes(b"PK\x03\x04" + b"\0" * 100)
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
-    from svd_tools.sources import SourceError, open_file_source
+    from svd_ms.errors import CheckpointError
+    from svd_tools.sources import open_file_source
 
-    with pytest.raises(SourceError) as e:
+    with pytest.raises(CheckpointError) as e:
         open_file_source(str(path))
     msg = str(e.value)
     assert "pip install torch" in msg and "safetensors" in msg and "\n" not in msg
