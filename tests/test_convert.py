@@ -302,3 +302,21 @@ def test_converted_ckpt_reproduces_reference_video(tmp_path):
     print(f"\nvideo from the converted .ckpt vs reference: max abs err {err.max():.3e} (bound 2e-3), "
           f"mean {err.mean():.3e} (bound 2e-4)")
     assert err.max() <= 2e-3 and err.mean() <= 2e-4
+
+
+def test_script_runs_only_from_an_installed_project(tmp_path):
+    """`python svd_tools/convert.py` edits no sys.path: installed, it is the module's CLI;
+    not installed, one line says how to run it."""
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    installed = subprocess.run([sys.executable, "-c", "import svd_ms, svd_tools"], cwd=tmp_path, env=env,
+                               capture_output=True).returncode == 0
+    r = subprocess.run([sys.executable, os.path.join(H.REPO, "svd_tools", "convert.py"), "--help"], cwd=tmp_path,
+                       env=env, capture_output=True, text=True)
+    if installed:
+        assert r.returncode == 0 and "--pt_weights_file" in r.stdout, r.stderr
+    else:
+        err = r.stderr.strip()
+        assert r.returncode == 2 and len(err.splitlines()) == 1 and "python -m svd_tools.convert" in err, err
+    print(f"\ninstalled={installed}: exit {r.returncode} {r.stderr.strip()}")
