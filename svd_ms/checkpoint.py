@@ -15,7 +15,7 @@ import json
 import os
 import re
 import struct
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 

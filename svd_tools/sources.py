@@ -17,8 +17,8 @@ import os
 
 import numpy as np
 
-from svd_ms.checkpoint import (MINDSPORE, SAFETENSORS, SAFETENSORS_INDEX, TORCH, SafetensorsReader, quote_path, short_reason,
-                               checkpoint_format, sniff_format)
+from svd_ms.checkpoint import (MINDSPORE, SAFETENSORS, SAFETENSORS_INDEX, TORCH, SafetensorsReader, checkpoint_format,
+                               quote_path, short_reason, sniff_format)
 from svd_ms.errors import CheckpointError
 
 
