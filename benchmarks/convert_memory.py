@@ -1,13 +1,15 @@
-"""Peak memory of converting a full-size SVD checkpoint with svd_tools/convert.py.
+"""Peak memory of converting a full-size SVD checkpoint with svd_tools.convert.
 
 Makes random weights with every name and shape of the real checkpoint (from the manifest in
 ../shared/reference/manifest/), writes them as a .safetensors file one tensor at a time, runs
 the converter on it in a child process and reports the child's peak resident set size (the
 kernel's ru_maxrss for that process) against the size of the .ckpt it wrote.
 
-    python benchmarks/convert_memory.py                    # svd layout, float32 input (9.56 GB)
-    python benchmarks/convert_memory.py --in_dtype fp16    # as a half-precision file
-    python benchmarks/convert_memory.py --manifest svd_image_decoder.keys.json --config configs/svd_image_decoder.yaml
+    python -m benchmarks.convert_memory                    # svd layout, float32 input (9.56 GB)
+    python -m benchmarks.convert_memory --in_dtype fp16    # as a half-precision file
+    python -m benchmarks.convert_memory --manifest svd_image_decoder.keys.json --config configs/svd_image_decoder.yaml
+
+Run from the repository root (or after `pip install -e .`).
 
 Needs about twice the checkpoint size of free disk (input + output) in --work_dir; both
 files are deleted at the end unless --keep.  Not a test: it takes minutes.
@@ -24,9 +26,9 @@ import time
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from svd_tools.safetensors_stream import write_safetensors
 
-from svd_tools.safetensors_stream import write_safetensors  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 REF_CANDIDATES = [os.path.join(os.path.dirname(REPO), "shared", "reference"), "/work/shared/reference"]
 
@@ -84,7 +86,7 @@ def main():
             write_safetensors(src, specs, produce)
         print(f"  {_gb(os.path.getsize(src))} in {time.time() - t0:.0f} s", flush=True)
 
-        cmd = [sys.executable, os.path.join(REPO, "svd_tools", "convert.py"), "--pt_weights_file", src,
+        cmd = [sys.executable, "-m", "svd_tools.convert", "--pt_weights_file", src,
                "--config", args.config, "--out_dir", out_dir, "--dtype", args.out_dtype, "--force"]
         print("converting ...", flush=True)
         t0 = time.time()

@@ -38,6 +38,14 @@ class CheckpointMismatchError(CheckpointError):
     pass
 
 
+class CheckpointMemoryError(CheckpointError):
+    """The host has too little memory for a checkpoint's tensors; the message gives the sizes."""
+
+
+class ConvertError(SVDError):
+    """svd_tools/convert.py refuses: its input, config or output cannot be used as given."""
+
+
 class NonFiniteError(SVDError):
     pass
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
 from . import policy
-from .errors import ParamError
+from .errors import ParamError, SVDError
 
 # What needs a new model (rebuilding the pipeline); everything else can change per call.
 MODEL_FIELDS = ("config", "checkpoint", "amp_level", "attention", "ff_chunk_size")
@@ -96,10 +96,10 @@ class SVDParams:
             if not os.path.isfile(self.config):
                 raise ParamError("config", f"config {self.config!r} does not exist")
         if self.checkpoint is not None:
-            from .checkpoint import check_checkpoint_file
+            from .checkpoint import engine_checkpoint_format
             try:
-                check_checkpoint_file(self.checkpoint)
-            except Exception as exc:
+                engine_checkpoint_format(self.checkpoint)
+            except SVDError as exc:
                 raise ParamError("checkpoint", str(exc)) from None
 
     # ---- derived copies ---------------------------------------------------------------------

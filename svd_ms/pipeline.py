@@ -99,7 +99,7 @@ class SVDInferPipeline:
         elif config is not None or checkpoint is not None or settings:
             raise InputError("give either params= or the individual settings, not both")
         self.params = params
-        cfg = load_config(params.config)
+        cfg = load_config(params.config, require_model=True)
         model_params = cfg.model.params
         network_params = model_params.network_config.params
         network_params.attention = params.attention
@@ -122,13 +122,15 @@ class SVDInferPipeline:
 
         self.engine = instantiate_from_config(cfg.model)
         self.engine.set_train(False)
+        # Precision first: each tensor is then written straight into its parameter's dtype, so an O2
+        # model never holds a float32 copy of its float16 weights.
+        self.precision_decisions = apply_precision(self.engine, params.amp_level)
         if params.checkpoint is None:
             from .weights import randomize
             randomize(self.engine, seed=0)
             self.weights_info = {"random": True}
         else:
             self.weights_info = load_checkpoint_into(self.engine, params.checkpoint)
-        self.precision_decisions = apply_precision(self.engine, params.amp_level)
         self._sampling: Dict[int, _Sampling] = {}
         default = self.sampling_for(self.num_frames)
         self.sampler, self.guider, self.denoiser_step = default.sampler, default.guider, default.denoiser_step

@@ -1,6 +1,8 @@
 """Convert Stable Video Diffusion weights from PyTorch releases into a MindSpore .ckpt.
 
-    python svd_tools/convert.py --pt_weights_file PATH --config CONFIG --out_dir DIR
+    python -m svd_tools.convert --pt_weights_file PATH --config CONFIG --out_dir DIR
+
+(`python svd_tools/convert.py ...` works too once the project is installed: `pip install -e .`.)
 
 PATH is one of
   * the upstream single file (svd.safetensors, svd_xt.safetensors, svd_image_decoder.safetensors,
@@ -12,24 +14,37 @@ the svd_ms engine's.
 Everything is checked against the model that CONFIG describes before a byte is written, and
 tensors are streamed from the input to the output one at a time.
 """
+import sys
+
+if __name__ == "__main__" and not __package__:
+    # Run as a file: the packages come from the installed project, never from a path edit.
+    import importlib.util
+
+    if importlib.util.find_spec("svd_tools") is None or importlib.util.find_spec("svd_ms") is None:
+        sys.stderr.write("error: svd_ms is not installed: run `pip install -e .` in the repository, "
+                         "or `python -m svd_tools.convert ...` from the repository root\n")
+        sys.exit(2)
+    from svd_tools.convert import main
+
+    sys.exit(main())
+
 import argparse
 import os
 import re
 import shutil
-import sys
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-if __package__ in (None, ""):  # run as `python svd_tools/convert.py`
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 import numpy as np
 
+from svd_ms import checkpoint as ck
+from svd_ms.errors import ConvertError, SVDError
+from svd_ms.util import load_config
 from svd_tools import diffusers_map
 from svd_tools.ms_ckpt import CheckpointWriter, ms_type_name
-from svd_tools.sources import SourceError, open_file_source
+from svd_tools.sources import open_file_source
 
 DTYPES = {"fp16": np.float16, "fp32": np.float32, "keep": None}
 
@@ -38,10 +53,6 @@ DTYPES = {"fp16": np.float16, "fp32": np.float32, "keep": None}
 # post_quant_conv, but only ever encodes, so they do not take part in inference.  The
 # diffusers release keeps only what inference uses.
 _DIFFUSERS_ABSENT_UNUSED = re.compile(r"^conditioner\.embedders\.\d+\.encoder\.(decoder\.|post_quant_conv\.)")
-
-
-class ConvertError(Exception):
-    """A refusal: the CLI prints the one-line message and exits non-zero."""
 
 
 @dataclass
@@ -55,29 +66,9 @@ class Item:
     op: str = "copy"
 
 
-def _engine():
-    """The engine's checkpoint contract (svd_ms.checkpoint)."""
-    try:
-        from svd_ms import checkpoint as ck
-        from svd_ms.errors import SVDError
-    except ImportError as exc:
-        raise ConvertError(f"the svd_ms engine cannot be imported ({exc}); run from the repository root") from None
-    return ck, SVDError
-
-
-def expected_shapes(config: str) -> Dict[str, Tuple[int, ...]]:
+def expected_shapes(config) -> Dict[str, Tuple[int, ...]]:
     """Names and shapes of every engine parameter for ``config``, without allocating weights."""
-    ck, _ = _engine()
     return {k: tuple(v) for k, v in ck.engine_param_shapes(config).items()}
-
-
-def _check_names(ck, expected, found, source):
-    import inspect
-
-    if "source" in inspect.signature(ck.check_names).parameters:
-        ck.check_names(expected, found, source=source)
-    else:
-        ck.check_names(expected, found)
 
 
 def _human(nbytes: float) -> str:
@@ -117,13 +108,10 @@ def _component_file(folder: str, component: str, prefer_fp16: bool) -> str:
     raise ConvertError(f"diffusers folder {folder} has no {component} weights (looked for {component}/{{{names}, ...}})")
 
 
-def _conditioner_indices(config_path: str) -> Tuple[int, Optional[int]]:
+def _conditioner_indices(cfg) -> Tuple[int, Optional[int]]:
     """Positions of the CLIP image embedder and the VAE-latent embedder in the config."""
     clip_index, vae_index = 0, None
     try:
-        from omegaconf import OmegaConf
-
-        cfg = OmegaConf.load(config_path)
         models = cfg.model.params.conditioner_config.params.emb_models
         for i, entry in enumerate(models):
             target = str(entry.get("target", ""))
@@ -136,7 +124,7 @@ def _conditioner_indices(config_path: str) -> Tuple[int, Optional[int]]:
     return clip_index, vae_index
 
 
-def _plan_single(source, ck) -> Tuple[List[Item], Dict[str, str], Dict[str, Tuple[int, ...]]]:
+def _plan_single(source) -> Tuple[List[Item], Dict[str, str], Dict[str, Tuple[int, ...]]]:
     """Plan for an upstream-layout file: names are kept, the engine's ignore list applies."""
     items: List[Item] = []
     ignored: Dict[str, str] = {}
@@ -150,9 +138,9 @@ def _plan_single(source, ck) -> Tuple[List[Item], Dict[str, str], Dict[str, Tupl
     return items, ignored, {}
 
 
-def _plan_diffusers(folder, sources, config_path, expected, ck):
+def _plan_diffusers(folder, sources, cfg, expected):
     keys = {comp: src.keys() for comp, src in sources.items()}
-    clip_index, vae_index = _conditioner_indices(config_path)
+    clip_index, vae_index = _conditioner_indices(cfg)
     rules, ignored, unknown = diffusers_map.plan(keys, clip_index, vae_index)
 
     def locate(prefixed):
@@ -228,7 +216,7 @@ def _output_nbytes(items: List[Item], target, keep_bf16: bool) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="convert.py",
+        prog="python -m svd_tools.convert",
         description="Convert Stable Video Diffusion PyTorch weights (upstream .safetensors / .ckpt, or a "
         "diffusers-format folder) into a MindSpore .ckpt for the svd_ms engine.",
     )
@@ -270,14 +258,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def convert(pt_weights_file: str, config: str, out_dir: str, dtype: str = "keep", force: bool = False, log=print):
-    """Convert and return a summary dict.  Raises ConvertError (or the engine's SVDError)."""
+    """Convert and return a summary dict.  Raises an SVDError (ConvertError, ConfigError,
+    CheckpointError) with a one-line message for anything a user can get wrong."""
     started = time.time()
     target = DTYPES[dtype]
     src_path = os.path.abspath(pt_weights_file)
     if not os.path.exists(src_path):
-        raise ConvertError(f"input not found: {pt_weights_file}")
-    if not os.path.isfile(config):
-        raise ConvertError(f"config not found: {config}")
+        raise ConvertError(f"input not found: {ck.quote_path(pt_weights_file)}")
+    # Before anything else: a config names the classes to build, and is refused before any import.
+    cfg = load_config(config, require_model=True)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ConvertError(f"--out_dir {out_dir} exists and is not a directory")
     is_folder = os.path.isdir(src_path)
@@ -298,19 +287,18 @@ def convert(pt_weights_file: str, config: str, out_dir: str, dtype: str = "keep"
             source = open_file_source(src_path)
             opened.append(source)
 
-        ck, svd_error = _engine()
         try:
-            expected = expected_shapes(config)
-        except svd_error as exc:
+            expected = expected_shapes(cfg)
+        except SVDError as exc:
             raise ConvertError(f"{config}: {exc}") from None
-        except Exception as exc:  # unreadable YAML and the like
+        except Exception as exc:  # a config whose parameters the model classes reject
             first = str(exc).splitlines()[0] if str(exc) else ""
             raise ConvertError(f"cannot build the model described by {config} ({type(exc).__name__}: {first})") from None
 
         if is_folder:
-            items, ignored, odd = _plan_diffusers(pt_weights_file, sources, config, expected, ck)
+            items, ignored, odd = _plan_diffusers(pt_weights_file, sources, cfg, expected)
         else:
-            items, ignored, odd = _plan_single(source, ck)
+            items, ignored, odd = _plan_single(source)
 
         seen = Counter(it.name for it in items)
         dups = [n for n, c in seen.items() if c > 1]
@@ -329,8 +317,8 @@ def convert(pt_weights_file: str, config: str, out_dir: str, dtype: str = "keep"
         found = {it.name: tuple(it.shape) for it in items}
         found.update(odd)
         try:
-            _check_names(ck, expected, found, source=f"{pt_weights_file}")
-        except svd_error as exc:
+            ck.check_names(expected, found, source=f"{pt_weights_file}")
+        except SVDError as exc:
             msg = str(exc)
             msg = msg.replace("does not fit the config", f"does not fit {config}")
             if config not in msg:
@@ -373,8 +361,6 @@ def convert(pt_weights_file: str, config: str, out_dir: str, dtype: str = "keep"
                 os.remove(tmp_path)
             if not done and created_dir and not os.listdir(out_dir):
                 os.rmdir(out_dir)
-    except SourceError as exc:
-        raise ConvertError(str(exc)) from None
     finally:
         for src in opened:
             src.close()
@@ -416,7 +402,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         convert(args.pt_weights_file, args.config, args.out_dir, dtype=args.dtype, force=args.force)
-    except ConvertError as exc:
+    except SVDError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -425,15 +411,6 @@ def main(argv=None) -> int:
     except OSError as exc:
         print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return 2
-    except Exception as exc:  # the engine's own refusals (svd_ms.errors.SVDError)
-        try:
-            from svd_ms.errors import SVDError
-        except ImportError:
-            raise exc
-        if isinstance(exc, SVDError):
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        raise
     return 0
 
 

@@ -10,8 +10,6 @@ if not os.path.isdir(REF):
 TINY = os.path.join(REF, "tiny_svd.safetensors")
 TINY_CONFIG = os.path.join(REF, "tiny_svd.sgm.yaml")
 MANIFEST = os.path.join(REF, "manifest")
-CONVERT = os.path.join(REPO, "svd_tools", "convert.py")
-
 
 _EXPECTED = {}
 
@@ -32,7 +30,7 @@ def expected_shapes(config):
     config = str(config)
     if config not in _EXPECTED:
         env = dict(os.environ, PYTHONWARNINGS="ignore", GLOG_v="3")
-        r = subprocess.run([sys.executable, "-c", _SHAPES_CODE.format(repo=REPO), config], capture_output=True,
+        r = subprocess.run([sys.executable, "-c", _SHAPES_CODE, config], capture_output=True,
                            text=True, timeout=900, cwd=REPO, env=env)
         if r.returncode != 0:
             raise RuntimeError(f"engine_param_shapes({config}) failed:\n{r.stderr[-3000:]}")
@@ -42,7 +40,7 @@ def expected_shapes(config):
 
 
 def run_cli(*args, timeout=600):
-    """Run svd_tools/convert.py in a fresh interpreter, as a user would."""
+    """Run the converter in a fresh interpreter from the repository root, as the README says."""
     env = dict(os.environ, PYTHONWARNINGS="ignore", GLOG_v="3")
-    cmd = [sys.executable, CONVERT] + [str(a) for a in args]
+    cmd = [sys.executable, "-m", "svd_tools.convert"] + [str(a) for a in args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)

@@ -10,7 +10,7 @@ import pytest
 import convert_helpers as H  # tests/ is on sys.path under pytest
 from svd_tools import ms_ckpt
 from svd_tools.safetensors_stream import write_safetensors
-from svd_tools.sources import bf16_to_f32
+from svd_ms.checkpoint import bf16_to_f32
 
 
 def _engine_expected(config=None):
@@ -229,16 +229,17 @@ def test_refuses_missing_input(tmp_path):
     r = H.run_cli("--pt_weights_file", tmp_path / "nope.safetensors", "--config", H.TINY_CONFIG, "--out_dir", out)
     check_refusal(r, out, "not found")
     r = H.run_cli("--pt_weights_file", H.TINY, "--config", tmp_path / "nope.yaml", "--out_dir", out)
-    check_refusal(r, out, "not found")
+    check_refusal(r, out, "nope.yaml", "does not exist")
 
 
 def test_pickle_without_torch_says_what_to_do(tmp_path, monkeypatch):
     path = tmp_path / "svd.ckpt"
     path.write_bytes(b"PK\x03\x04" + b"\0" * 100)
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
-    from svd_tools.sources import SourceError, open_file_source
+    from svd_ms.errors import CheckpointError
+    from svd_tools.sources import open_file_source
 
-    with pytest.raises(SourceError) as e:
+    with pytest.raises(CheckpointError) as e:
         open_file_source(str(path))
     msg = str(e.value)
     assert "pip install torch" in msg and "safetensors" in msg and "\n" not in msg
@@ -301,3 +302,21 @@ def test_converted_ckpt_reproduces_reference_video(tmp_path):
     print(f"\nvideo from the converted .ckpt vs reference: max abs err {err.max():.3e} (bound 2e-3), "
           f"mean {err.mean():.3e} (bound 2e-4)")
     assert err.max() <= 2e-3 and err.mean() <= 2e-4
+
+
+def test_script_runs_only_from_an_installed_project(tmp_path):
+    """`python svd_tools/convert.py` edits no sys.path: installed, it is the module's CLI;
+    not installed, one line says how to run it."""
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    installed = subprocess.run([sys.executable, "-c", "import svd_ms, svd_tools"], cwd=tmp_path, env=env,
+                               capture_output=True).returncode == 0
+    r = subprocess.run([sys.executable, os.path.join(H.REPO, "svd_tools", "convert.py"), "--help"], cwd=tmp_path,
+                       env=env, capture_output=True, text=True)
+    if installed:
+        assert r.returncode == 0 and "--pt_weights_file" in r.stdout, r.stderr
+    else:
+        err = r.stderr.strip()
+        assert r.returncode == 2 and len(err.splitlines()) == 1 and "python -m svd_tools.convert" in err, err
+    print(f"\ninstalled={installed}: exit {r.returncode} {r.stderr.strip()}")

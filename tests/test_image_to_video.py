@@ -160,9 +160,9 @@ BAD_CASES = {
     "motion 256": (lambda t, img: ["--SVD.motion_bucket_id=256"], "--SVD.motion_bucket_id", 2),
     "checkpoint missing": (lambda t, img: ["--SVD.checkpoint", t / "gone.ckpt"], "gone.ckpt", 2),
     "checkpoint torch zip": (lambda t, img: _torch_zip(t / "model.ckpt") or
-                             ["--SVD.checkpoint", t / "model.ckpt"], "svd_tools/convert.py", 2),
+                             ["--SVD.checkpoint", t / "model.ckpt"], "svd_tools.convert", 2),
     "checkpoint torch .pt": (lambda t, img: (t / "w.pt").write_bytes(b"\x80\x02ab") and
-                             ["--SVD.checkpoint", t / "w.pt"], "svd_tools/convert.py", 2),
+                             ["--SVD.checkpoint", t / "w.pt"], "svd_tools.convert", 2),
     "checkpoint does not fit": (lambda t, img: _safetensors(t / "other.safetensors", {"x.weight": np.ones(3)})
                                 or ["--SVD.checkpoint", t / "other.safetensors"], "does not fit", 2),
     "output dir not writable": (lambda t, img: (t / "afile").write_text("x") and

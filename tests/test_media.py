@@ -58,7 +58,7 @@ def _half_transparent_png(path: Path) -> Path:
     rgba[..., 0] = np.arange(192, dtype=np.uint8)[None, :]
     rgba[..., 1] = 90
     rgba[..., 3] = np.linspace(0, 255, 128).astype(np.uint8)[:, None]
-    Image.fromarray(rgba, "RGBA").save(path)
+    Image.fromarray(rgba).save(path)
     return path
 
 

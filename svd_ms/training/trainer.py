@@ -28,6 +28,7 @@ from .. import policy
 from ..errors import CheckpointError, ConfigError
 from ..precision import apply_training_precision
 from ..runtime import Cluster
+from ..util import check_targets, load_config
 from .data import ShardStream, VideoCSVDataset, collate, sample_rng
 from .optim import AdamW, BucketAllReduce, MindoneOptimizer, global_norm, lr_schedule, optimizer_state, \
     scale_grads
@@ -85,30 +86,19 @@ def load_train_config(config, overrides: Sequence[str] = ()) -> DictConfig:
     """A training config: `base:` names an inference config (relative to this file) whose
     `model:` is the starting point; this file's `model:` is merged over it; `train:` and
     `data:` are filled from DEFAULTS. `overrides` are OmegaConf dotlist items (train.lr=...)."""
-    if isinstance(config, (str, os.PathLike)):
-        path = str(config)
-        if not os.path.isfile(path):
-            raise ConfigError(f"training config '{path}' does not exist")
-        try:
-            cfg = OmegaConf.load(path)
-        except Exception as exc:
-            raise ConfigError(f"training config '{path}' is not valid YAML ({str(exc).splitlines()[0]})") from None
-        here = os.path.dirname(os.path.abspath(path))
-    else:
-        cfg = OmegaConf.create(config)
-        here = os.getcwd()
+    cfg = load_config(config, what="training config")
+    here = os.path.dirname(os.path.abspath(config)) if isinstance(config, (str, os.PathLike)) else os.getcwd()
     base = cfg.get("base")
     if base:
         base_path = base if os.path.isabs(base) else os.path.join(here, base)
-        if not os.path.isfile(base_path):
-            raise ConfigError(f"base config '{base}' does not exist (looked for {base_path})")
-        base_cfg = OmegaConf.load(base_path)
+        base_cfg = load_config(base_path, what="base config", require_model=True)
         cfg = OmegaConf.merge({"model": base_cfg.model}, cfg)
     if "model" not in cfg:
         raise ConfigError("training config has no model: set `base:` to an inference config or give `model:`")
     cfg = OmegaConf.merge(DEFAULTS, cfg)
     if overrides:
         cfg.merge_with_dotlist(list(overrides))
+        check_targets(cfg, "the command-line overrides")
     t, d = cfg.train, cfg.data
     if t.trainable not in ("all", "temporal"):
         raise ConfigError(f"train.trainable must be 'all' or 'temporal', got '{t.trainable}'")
