@@ -139,9 +139,9 @@ def resize_cover_crop_frames(frames: np.ndarray, height: int, width: int) -> np.
     return out
 
 
-def open_image(path: str):
+def open_image(path: str, max_pixels: int = MAX_INPUT_PIXELS):
     """Open one image file: (RGB PIL image with EXIF orientation applied, info). ImageError names
-    the file on any failure."""
+    the file on any failure; more than `max_pixels` is refused from the header, before decoding."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     problem = _regular_file_problem(path)
@@ -149,8 +149,8 @@ def open_image(path: str):
         raise ImageError(f"{path!r}: {problem}")
     try:
         with Image.open(path) as im:
-            if im.size[0] * im.size[1] > MAX_INPUT_PIXELS:
-                raise ImageError(f"{path!r}: {im.size[0]}x{im.size[1]} has more than {MAX_INPUT_PIXELS:,} pixels; "
+            if im.size[0] * im.size[1] > max_pixels:
+                raise ImageError(f"{path!r}: {im.size[0]}x{im.size[1]} has more than {max_pixels:,} pixels; "
                                  f"refused before decoding")
             im.load()
             orientation = int(im.getexif().get(0x0112, 1) or 1)
