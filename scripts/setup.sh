@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv and install svd-ms from pyproject.toml (editable). `--test` adds the test extras
-# (PyTorch CPU, transformers, diffusers) used to compare against PyTorch implementations.
+# (PyTorch CPU, transformers, diffusers) used to compare against PyTorch implementations, and the
+# web page's (Gradio, Playwright for its browser test; Chromium itself comes from .ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -9,7 +10,7 @@ PYTHON=${PYTHON:-python3}
 if [ "${1:-}" = "--test" ]; then
   # torch first and pinned: a looser request would pull a multi-GB CUDA build.
   .venv/bin/python -m pip install -q "torch==2.13.0"
-  .venv/bin/python -m pip install -q -e ".[test]"
+  .venv/bin/python -m pip install -q -e ".[test,web]"   # web: the page and its browser test
 else
   .venv/bin/python -m pip install -q -e .
 fi

@@ -16,6 +16,7 @@ import signal  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 import traceback  # noqa: E402
+import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Callable, Literal, Optional, Sequence  # noqa: E402
 
@@ -126,6 +127,7 @@ def main(argv: Optional[Sequence[str]] = None, pipeline_factory: Optional[Callab
         # share=False: no public tunnel. allowed_paths: the output directory and nothing else of
         # this machine (uploads and Gradio's own cache are served by Gradio's rules).
         try:
+            warnings.filterwarnings("ignore", message=".*show_api.*", category=DeprecationWarning)
             page.launch(server_name=cfg.host, server_port=cfg.port, share=False, inbrowser=False,
                         allowed_paths=[str(service.output_dir)], max_file_size=limits.max_bytes, show_error=False,
                         show_api=False, ssr_mode=False, prevent_thread_lock=True, quiet=True)

@@ -66,6 +66,14 @@ def _as_int(name: str, value) -> Optional[int]:
     return value
 
 
+def _page_words(note: str) -> str:
+    """A note written for the CLI, in the page's words (its fields instead of flags)."""
+    for flag, field in (("--width=", "width "), ("--height=", "height "), ("--width/--height", "width/height"),
+                        ("--SVD.noise_aug_strength", "noise augmentation")):
+        note = note.replace(flag, field)
+    return note
+
+
 def _thumbnail(img):
     img = img.copy()
     img.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
@@ -82,9 +90,10 @@ def sampling_controls(info: PageInfo) -> Dict[str, Any]:
 
 
 def _overrides(frames, steps, motion, fps, noise, chunk, extra: Dict[str, Any]) -> Dict[str, Any]:
+    # An empty decode chunk arrives as 0 or None: both mean all frames at once.
     values = {"num_frames": _as_int("num_frames", frames), "num_steps": _as_int("num_steps", steps),
               "motion_bucket_id": _as_int("motion_bucket_id", motion), "fps": _as_int("fps", fps),
-              "noise_aug_strength": noise, "decode_chunk_size": _as_int("decode_chunk_size", chunk) or None}  # 0/empty: all
+              "noise_aug_strength": noise, "decode_chunk_size": _as_int("decode_chunk_size", chunk) or None}
     for key in ("motion_bucket_id", "fps", "noise_aug_strength"):
         if values[key] is None:
             raise ParamError(key, f"{key} is empty: give a value")
@@ -199,7 +208,7 @@ def build_page(service: GenerationService, info: PageInfo):
             from PIL import Image
             outputs.update({preview: Image.fromarray(array), video: None, sidecar: None,
                             download: gr.update(visible=False, value=None),
-                            message: message_html("; ".join(warnings), error=False)})
+                            message: message_html("; ".join(_page_words(w) for w in warnings), error=False)})
             last = None
             try:
                 while not job.wait(POLL_S):
