@@ -139,17 +139,17 @@ def resize_cover_crop_frames(frames: np.ndarray, height: int, width: int) -> np.
     return out
 
 
-def open_image(path: str):
+def open_image(path: str, max_pixels: int = MAX_INPUT_PIXELS):
     """Open one image file: (RGB PIL image with EXIF orientation applied, info). ImageError names
-    the file on any failure."""
-    img, info = open_image_as_stored(path)
+    the file on any failure; more than `max_pixels` is refused from the header, before decoding."""
+    img, info = open_image_as_stored(path, max_pixels)
     img, conversion = to_rgb(img)
     if conversion:
         info["conversion"] = conversion
     return img, info
 
 
-def open_image_as_stored(path: str):
+def open_image_as_stored(path: str, max_pixels: int = MAX_INPUT_PIXELS):
     """Open one image file in its own mode (alpha kept), upright by its EXIF orientation, after
     the checks every input gets: a regular file, a decodable image, not a decompression bomb."""
     from PIL import Image, ImageOps, UnidentifiedImageError
@@ -159,8 +159,8 @@ def open_image_as_stored(path: str):
         raise ImageError(f"{path!r}: {problem}")
     try:
         with Image.open(path) as im:
-            if im.size[0] * im.size[1] > MAX_INPUT_PIXELS:
-                raise ImageError(f"{path!r}: {im.size[0]}x{im.size[1]} has more than {MAX_INPUT_PIXELS:,} pixels; "
+            if im.size[0] * im.size[1] > max_pixels:
+                raise ImageError(f"{path!r}: {im.size[0]}x{im.size[1]} has more than {max_pixels:,} pixels; "
                                  f"refused before decoding")
             im.load()
             orientation = int(im.getexif().get(0x0112, 1) or 1)

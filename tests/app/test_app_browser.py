@@ -1,0 +1,210 @@
+"""The web page in a real headless Chromium (Debian's /usr/bin/chromium driven by Playwright):
+`python -m svd_ms.app` on a free local port with the bundled tiny UNTRAINED model.
+
+Set SVD_MS_SCREENSHOT=1 to also write the screenshot to assets/web_page.png (the README's)."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import ROOT
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+DEMO_IMAGE = os.path.join(ROOT, "assets", "demo_landscape.png")
+# Gradio's page template loads this embedding helper from a CDN (async; the page works without it,
+# and on a machine without internet it simply fails). Any other outside request fails the test.
+KNOWN_OUTSIDE = ("https://cdnjs.cloudflare.com/ajax/libs/iframe-resizer/",)
+START_S, GENERATE_S = 240, 300
+FRAMES, STEPS, WIDTH, HEIGHT, FPS = 3, 2, 128, 64, 7
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    out = tmp_path_factory.mktemp("web_out")
+    log_path = out.parent / "app.log"
+    port = _free_port()
+    t0 = time.perf_counter()
+    env = dict(os.environ, GRADIO_TEMP_DIR=str(tmp_path_factory.mktemp("gradio_tmp")))
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "svd_ms.app", "--port", str(port), "--output_dir", str(out),
+                                 "--device_target", "CPU", "--mode", "1"],
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while _get_or_none(url) != 200:
+            assert proc.poll() is None, f"the app exited ({proc.returncode}):\n{log_path.read_text()[-3000:]}"
+            assert time.perf_counter() - t0 < START_S, f"the app did not serve in {START_S} s:\n{log_path.read_text()}"
+            time.sleep(0.5)
+        print(f"\n[web] app serving after {time.perf_counter() - t0:.1f} s")
+        yield {"url": url, "out": out, "proc": proc, "log": log_path}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        print(f"[web] app log tail:\n{log_path.read_text()[-800:]}")
+
+
+def _get_or_none(url):
+    try:
+        return _get(url)
+    except OSError:
+        return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    assert os.path.exists(CHROMIUM), f"{CHROMIUM} missing: apt-get install chromium (.ci/run does)"
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def open_page(app, browser):
+    """New pages, each its own browser context (its own session, like separate visitors); every
+    request they make is checked to stay on this machine."""
+    contexts, outside = [], []
+
+    def make():
+        ctx = browser.new_context(viewport={"width": 1280, "height": 1000})
+        contexts.append(ctx)
+        page = ctx.new_page()
+        page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(
+            (app["url"], "data:", "blob:")) and not r.url.startswith(KNOWN_OUTSIDE) else None)
+        page.goto(app["url"])
+        page.wait_for_selector("#generate")
+        return page
+
+    yield make
+    for ctx in contexts:
+        ctx.close()
+    assert not outside, f"the page requested outside addresses: {outside}"
+
+
+def _set_number(page, elem_id, value):
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Tab")
+
+
+def _status(page):
+    return page.locator("#status").inner_text()
+
+
+def _video_metadata(page):
+    return page.eval_on_selector("#result-video video", """v => new Promise(resolve => {
+        const done = () => resolve({duration: v.duration, width: v.videoWidth, height: v.videoHeight,
+                                    src: v.currentSrc});
+        if (v.readyState >= 1) done(); else v.addEventListener('loadedmetadata', done);
+    })""")
+
+
+def test_text_file_named_png_shows_an_error_and_the_app_keeps_serving(app, open_page, tmp_path):
+    page = open_page()
+    fake = tmp_path / "holiday.png"
+    fake.write_text("this is a text file, not a picture\n")
+    page.locator("#image-upload input[type=file]").set_input_files(str(fake))
+    page.wait_for_function("document.querySelector('#message').innerText.includes('holiday.png')")
+    shown = page.locator("#message").inner_text().strip()
+    print(f"[web] on the page: {shown}")
+    assert shown.startswith("Error: 'holiday.png': not an image") and "\n" not in shown
+    assert "Traceback" not in page.content()
+    page.click("#generate")  # the same file again, now through the generate path
+    page.wait_for_function("document.querySelector('#status').innerText.includes('Not started')")
+    assert page.locator("#message").inner_text().strip().startswith("Error: 'holiday.png': not an image")
+    # still serving: the page answers, and a new visitor gets a working page
+    assert app["proc"].poll() is None and _get(app["url"]) == 200
+    other = open_page()
+    seed_before = other.locator("#seed input[type=number]").input_value()
+    other.click("#randomize")
+    other.wait_for_function(f"document.querySelector('#seed input').value !== '{seed_before}'")
+
+
+def test_server_paths_cannot_be_fetched(app):
+    for path in ("/etc/passwd", os.path.join(ROOT, "README.md"), DEMO_IMAGE):
+        assert _get(f"{app['url']}/gradio_api/file={path}") == 403, path
+
+
+def test_generate_in_the_browser_while_a_second_visitor_waits(app, open_page, tmp_path):
+    first, second, third = open_page(), open_page(), open_page()
+    for page in (first, second, third):
+        page.locator("#image-upload input[type=file]").set_input_files(DEMO_IMAGE)
+        page.wait_for_function("document.querySelector('#preview img') !== null")
+        for elem_id, value in (("steps", STEPS), ("frames", FRAMES), ("width", WIDTH), ("height", HEIGHT)):
+            _set_number(page, elem_id, value)
+    t0 = time.perf_counter()
+    first.click("#generate")
+    first.wait_for_function("document.querySelector('#status').innerText.includes('Running')")
+    second.click("#generate")
+    second.wait_for_function("document.querySelector('#status').innerText.includes('position 1')")
+    third.click("#generate")
+    third.wait_for_function("document.querySelector('#status').innerText.includes('position 2')")
+    print(f"[web] queue seen: first '{_status(first)}' / second '{_status(second)}' / third '{_status(third)}'")
+    third.click("#cancel")  # a waiting visitor leaves the queue
+    third.wait_for_function("document.querySelector('#status').innerText.includes('Cancelled')")
+
+    first.wait_for_selector("#result-video video", timeout=GENERATE_S * 1000)
+    t_first = time.perf_counter() - t0
+    meta = _video_metadata(first)
+    print(f"[web] first video after {t_first:.1f} s: {meta}")
+    assert meta["width"] == WIDTH and meta["height"] == HEIGHT
+    assert abs(meta["duration"] - FRAMES / FPS) < 0.5 / FPS, meta
+    status = _status(first)
+    assert status.startswith("Done in") and f"{FRAMES} frames of {WIDTH}x{HEIGHT} at {FPS} fps [UNTRAINED]" in status
+    shown = first.locator("#sidecar").inner_text()
+    assert '"num_steps": 2' in shown.replace("\n", "") or "num_steps" in shown, shown[:300]
+    video_name = meta["src"].rsplit("/", 1)[-1]
+    record = json.loads((app["out"] / video_name.replace(".mp4", ".json")).read_text())
+    assert record["video"] == video_name and record["status"] == "done" and record["untrained"] is True
+    assert record["pipeline"]["num_steps"] == STEPS and len(record["timings"]["step_s"]) == STEPS
+    assert (record["frames"], record["width"], record["height"]) == (FRAMES, WIDTH, HEIGHT)
+    assert first.locator("#download").is_visible()
+
+    second.wait_for_selector("#result-video video", timeout=GENERATE_S * 1000)
+    print(f"[web] second video after {time.perf_counter() - t0:.1f} s: {_video_metadata(second)}")
+    assert _status(second).startswith("Done in")
+    assert _get(meta["src"]) == 200
+
+    videos = sorted(app["out"].glob("*.mp4"))
+    assert len(videos) == 2, videos  # the cancelled visitor's job wrote nothing
+    import imageio_ffmpeg
+    probe = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(videos[0])],
+                           capture_output=True, text=True).stderr
+    stream = next(line for line in probe.splitlines() if "Video:" in line)
+    print(f"[web] served file: {stream.strip()}")
+    assert "h264" in stream and "yuv420p" in stream
+
+    shot = tmp_path / "web_page.png"
+    first.screenshot(path=str(shot), full_page=True)
+    print(f"[web] screenshot: {shot}")
+    if os.environ.get("SVD_MS_SCREENSHOT", "") not in ("", "0"):
+        shutil.copyfile(shot, os.path.join(ROOT, "assets", "web_page.png"))
