@@ -13,6 +13,7 @@ from typing import Callable, Dict, List, Optional, Union
 import mindspore as ms
 import numpy as np
 from mindspore import Tensor, ops
+from omegaconf import OmegaConf
 
 from . import sv3d
 from .checkpoint import load_checkpoint_into
@@ -107,7 +108,6 @@ class SVDInferPipeline:
         sampler_config = model_params.get("sampler_config")
         if sampler_config is None:
             raise ConfigError(f"config {params.config!r} has no model.params.sampler_config")
-        from omegaconf import OmegaConf
         self._sampler_config = OmegaConf.to_container(sampler_config, resolve=True)
         sampler_params = self._sampler_config.get("params") or {}
         guider_params = (sampler_params.get("guider_config") or {}).get("params") or {}
@@ -119,6 +119,10 @@ class SVDInferPipeline:
         self.default_num_steps = int(sampler_params.get("num_steps")
                                      or (sv3d.NUM_STEPS if self.orbit else DEFAULT_NUM_STEPS))
         self.default_noise_aug_strength = sv3d.COND_AUG if self.orbit else DEFAULT_NOISE_AUG_STRENGTH
+        cfg_guider = sampler_config.params.get("guider_config", None)
+        if cfg_guider is not None and "max_scale" in (cfg_guider.get("params", None) or {}):
+            # The engine's own sampler is built for the default clip length, as upstream's script does.
+            cfg_guider.params.num_frames = self.num_frames
 
         self.engine = instantiate_from_config(cfg.model)
         self.engine.set_train(False)
