@@ -171,6 +171,7 @@ BAD_CASES = {
     "binary --config": (lambda t, img: (t / "run.yaml").write_bytes(bytes(range(128, 256))) and
                         ["--config", t / "run.yaml"], "run.yaml", 2),
     "num_steps absurd": (lambda t, img: ["--SVD.num_steps=1000000000"], "--SVD.num_steps", 2),
+    "num_frames beyond memory": (lambda t, img: ["--SVD.num_frames=100000"], "GiB of memory", 1),
 }
 
 
