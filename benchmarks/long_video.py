@@ -70,7 +70,8 @@ def main() -> None:
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(f"| {r['clips']} | {r['frames']} | {r['model_peak_bytes'] / mib:.0f} MiB | "
-              f"{r['generation_peak_bytes'] / mib:.0f} MiB | {r['result_bytes'] / mib:.1f} MiB | {r['seconds']:.0f} s |")
+              f"{r['generation_peak_bytes'] / mib:.0f} MiB | {r['result_bytes'] / mib:.1f} MiB | "
+              f"{r['seconds']:.0f} s |")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 Every path that turns a picture into model input -- the CLI, the Python API, the web page and the
 training data -- goes through `to_rgb` (one rule for alpha: composite on white) and
-`resize_cover_crop` (one rule for size: scale to cover, then cut the centre). Everything written
-goes to a temporary name first, is checked, and is renamed into place.
+`resize_cover_crop` (one rule for size: scale to cover, then cut the centre); input videos
+(video-to-video) are read by `load_video` and sized by the same rule. Everything written goes to a
+temporary name first, is checked, and is renamed into place.
 """
 import contextlib
 import glob
@@ -57,7 +58,8 @@ def _regular_file_problem(path: str) -> Optional[str]:
 
 def resolve_images(specs: Sequence[str], exts: Tuple[str, ...] = IMAGE_EXTS,
                    noun: str = "image") -> Tuple[List[str], List[Tuple[str, str]]]:
-    """Expand --image specs (or --video specs, with `exts=VIDEO_EXTS, noun="video"`) into a sorted, de-duplicated list of paths, plus (spec, reason) problems.
+    """Expand --image specs (or --video specs, with `exts=VIDEO_EXTS, noun="video"`) into a sorted,
+    de-duplicated list of paths, plus (spec, reason) problems.
 
     A spec that exists is taken literally (a file named `a[1].png` is that file, not a pattern);
     a directory gives its images (not recursive); anything else with `*?[` is a glob pattern.
@@ -313,7 +315,8 @@ def probe_video(path: str) -> Dict[str, Any]:
                          f"({_ffmpeg_reason(exc)})") from None
     w, h = meta["size"]
     if w * h > MAX_INPUT_PIXELS:
-        raise VideoError(f"{path!r}: {w}x{h} frames have more than {MAX_INPUT_PIXELS:,} pixels; refused before decoding")
+        raise VideoError(f"{path!r}: {w}x{h} frames have more than {MAX_INPUT_PIXELS:,} pixels; too large, refused "
+                         f"before decoding")
     return dict(meta, demuxer=demuxer)
 
 

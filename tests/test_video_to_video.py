@@ -11,7 +11,6 @@ import json
 
 import numpy as np
 import pytest
-from mindspore import Tensor
 from PIL import Image
 
 from conftest import TINY_CONFIG, TINY_IMAGE, TINY_WEIGHTS
