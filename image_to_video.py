@@ -4,6 +4,9 @@
     python image_to_video.py --SVD.config=configs/svd.yaml \
         --SVD.checkpoint=checkpoints/svd.ckpt --image=photo.jpg
 
+Longer videos chain clips (`--SVD.num_clips=3`); `--video=clip.mp4 --SVD.strength=0.6` restyles
+an existing clip (video-to-video).
+
 Run ``python image_to_video.py --help`` for every flag. The same command works unchanged under
 ``msrun``: each worker then takes its share of the images (README, "Many images on many devices").
 
@@ -43,10 +46,15 @@ def build_parser():
     parser.add_argument("--config", action=ActionConfigFile,
                         help="YAML file holding any of these flags (e.g. the output of --print_config).")
     parser.add_class_arguments(SVDParams, "SVD", help="Model and sampling settings (svd_ms.params.SVDParams).")
-    parser.add_argument("--image", type=str, nargs="+", required=True,
+    parser.add_argument("--image", type=str, nargs="+", default=[],
                         help="Input images: files, directories (their images, not recursive) or quoted glob "
                         "patterns; several may follow one --image. An existing file name is always taken "
-                        "literally. They are processed in sorted order.")
+                        "literally. They are processed in sorted order. With --video: one image, the "
+                        "conditioning image of every video (unset: each video's first frame).")
+    parser.add_argument("--video", type=str, nargs="+", default=[],
+                        help="Video-to-video: input videos (mp4/mov, webm/mkv, avi, gif; files, directories or "
+                        "quoted glob patterns like --image). Each is resampled to --SVD.num_frames frames, sized "
+                        "like an image, noised --SVD.strength of the way up the schedule and sampled back.")
     parser.add_argument("--output_dir", type=str, default="outputs",
                         help="Where videos, their JSON sidecars and job_summary.json go.")
     parser.add_argument("--output_format", type=Literal["mp4", "gif", "png"], default="mp4",
@@ -155,7 +163,7 @@ def main(argv: Optional[Sequence[str]] = None, pipeline_factory: Optional[Callab
         from svd_ms.jobs import BatchJob, JobSettings
         from svd_ms.runtime import Cluster, setup_device
 
-        settings = JobSettings(images=cfg.image, output_dir=cfg.output_dir, output_format=cfg.output_format,
+        settings = JobSettings(images=cfg.image or [], videos=cfg.video or [], output_dir=cfg.output_dir, output_format=cfg.output_format,
                                seed=cfg.seed, overwrite=cfg.overwrite, height=cfg.height, width=cfg.width,
                                progress=cfg.progress, dist_timeout=cfg.dist_timeout, parameters=_parameters(cfg),
                                elevations_deg=cfg.elevations_deg, azimuths_deg=cfg.azimuths_deg,

@@ -79,3 +79,7 @@ def one_line(err: BaseException, limit: int = 400) -> str:
         if len(text) > limit:
             text = text[:limit - 3].rstrip() + "..."
     return text
+
+
+class VideoError(ImageError):
+    """One input video cannot be used (unreadable, too short, too large); the other inputs of a job still run."""

@@ -11,6 +11,11 @@ image is skipped on a rerun only when that record is complete, the video matches
 and the settings are the same; with other settings it is refused (never silently overwritten).
 A record left incomplete by a killed run (`"status": "writing"`, or a video that does not match)
 is redone. A video with no sidecar at all is not ours and is refused unless `overwrite`.
+
+Inputs are images (image-to-video) or videos (`videos`: video-to-video, with at most one image as
+the conditioning image of every video). A chained video (num_clips > 1) keeps each finished clip
+in a hidden folder next to its output (`ClipStore`) until the video and its sidecar are complete,
+so that an interrupted run resumes at the first unfinished clip.
 """
 import contextlib
 import hashlib
@@ -33,8 +38,8 @@ import numpy as np
 
 from . import sv3d
 from .errors import ImageError, InputError, SVDError, UsageError, one_line
-from .media import (VIDEO_FORMATS, is_temporary, load_image, remove_path, resolve_images, to_uint8, write_json,
-                    write_video)
+from .media import (VIDEO_EXTS, VIDEO_FORMATS, is_temporary, load_image, load_video, probe_video, remove_path,
+                    resolve_images, temporary_name, to_uint8, write_json, write_video)
 from .params import SVDParams
 from .util import load_config
 from .runtime import Cluster, PeakMemory, format_bytes, versions
@@ -67,6 +72,8 @@ class JobSettings:
     """What a job does besides the model settings (SVDParams): which images, where the results go."""
     images: Sequence[str]
     output_dir: str = "outputs"
+    # Video-to-video inputs; `images` is then the conditioning image of every video (at most one).
+    videos: Sequence[str] = ()
     output_format: str = "mp4"
     seed: Optional[int] = None
     overwrite: bool = False
@@ -85,6 +92,11 @@ class JobSettings:
     parameters: Dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
+        if not self.images and not self.videos:
+            raise UsageError("nothing to do: give --image (images to animate) or --video (videos to restyle)")
+        if self.videos and len(self.images) > 1:
+            raise UsageError("--image with --video: give one image (the conditioning image of every video) or none "
+                             "(each video's first frame)")
         if self.output_format not in VIDEO_FORMATS:
             raise UsageError(f"--output_format={self.output_format}: must be one of {', '.join(VIDEO_FORMATS)}")
         if not self.dist_timeout > 0:
@@ -166,6 +178,67 @@ def _mean(xs) -> Optional[float]:
     return float(np.mean(xs)) if xs else None
 
 
+class ClipStore:
+    """The finished clips of one chained video, in a hidden folder next to its output: one .npz per
+    clip (frames before clamping, latents, conditioning image, seed) and key.json, what they were
+    made with. Clips made with anything else (settings, seed, input file) are discarded, never
+    reused. Each file is written under a temporary name and renamed into place."""
+
+    def __init__(self, video_path: Path, key: Dict[str, Any]):
+        self.folder = video_path.with_name(f".{video_path.name}.clips")
+        self.key = json.loads(json.dumps(key, default=str))
+
+    def _clip_path(self, index: int) -> Path:
+        return self.folder / f"clip{index:04d}.npz"
+
+    def load(self) -> List[Any]:
+        """The clips 0..m-1 finished by an earlier run (stops at the first missing or unreadable one)."""
+        from .pipeline import ClipResult  # the job itself runs without the model code
+
+        if not self.folder.is_dir():
+            return []
+        stored = None
+        with contextlib.suppress(OSError, ValueError):
+            with open(self.folder / "key.json", encoding="utf-8") as f:
+                stored = json.load(f)
+        if stored != self.key:
+            log(f"discarding the finished clips in {str(self.folder)!r}: made with other settings or input")
+            self.remove()
+            return []
+        clips = []
+        while self._clip_path(len(clips)).exists():
+            try:
+                with np.load(self._clip_path(len(clips)), allow_pickle=False) as z:
+                    clip = ClipResult(index=int(z["index"]), seed=int(z["seed"]), condition=z["condition"],
+                                      frames=z["frames"], latents=z["latents"])
+            except Exception:  # a file cut short: that clip is made again
+                break
+            if clip.index != len(clips):
+                break
+            clips.append(clip)
+        for p in self.folder.iterdir():  # later or partial files do not belong to this chain any more
+            if p.name != "key.json" and p not in {self._clip_path(c.index) for c in clips}:
+                remove_path(p)
+        return clips
+
+    def save(self, clip) -> None:
+        self.folder.mkdir(exist_ok=True)
+        if not (self.folder / "key.json").exists():
+            write_json(self.folder / "key.json", self.key)
+        final = self._clip_path(clip.index)
+        tmp = temporary_name(final)
+        try:
+            np.savez(tmp, index=clip.index, seed=clip.seed, condition=clip.condition, frames=clip.frames,
+                     latents=clip.latents)
+            os.replace(tmp, final)
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    def remove(self) -> None:
+        remove_path(self.folder)
+
+
 class RankState:
     """This rank's results, mirrored to .job_rank<k>.json with a heartbeat in distributed runs."""
 
@@ -227,7 +300,8 @@ class BatchJob:
     """Runs `settings.images` through pipelines made by `pipeline_factory(params)` on this rank.
 
     The pipeline needs `generate(image_array, seed=..., progress=...) -> result` with `.video`
-    (T, 3, H, W) in [0, 1] and `.timings`, and `.untrained`."""
+    (T, 3, H, W) in [0, 1] and `.timings`, and `.untrained`; for video inputs also `.num_frames`
+    and a `video=` argument, for chains `finished_clips=` and `clip_callback=`."""
 
     def __init__(self, settings: JobSettings, params: SVDParams, pipeline_factory: Callable[[SVDParams], Any],
                  cluster: Optional[Cluster] = None, device_target: str = "CPU"):
@@ -275,11 +349,23 @@ class BatchJob:
         info = {"path": os.path.abspath(path), "size": [size, size],
                 "preprocessing": "SV3D: " + ("centre square" if s.keep_background else "object recentred on white")}
         return np.asarray(prepared, np.uint8), info, []
+        self.condition_image: Optional[str] = None  # video-to-video: the --image of every video
 
     # ---- settings that make a video what it is -------------------------------------------------
+    @property
+    def kind(self) -> str:
+        return "video" if self.settings.videos else "image"
+
     def video_settings(self) -> Dict[str, Any]:
         s = self.settings
         record = {k: v for k, v in self.params.to_dict().items() if k != "config"}
+        # Left out at their defaults, so that the records of earlier versions still match.
+        if record.get("num_clips") == 1:
+            record.pop("num_clips")
+        if record.get("strength") is None:
+            record.pop("strength")
+        if s.videos:
+            record["condition_image"] = self.condition_image
         record["config"] = os.path.abspath(self.params.config) if isinstance(self.params.config, str) else None
         if record.get("checkpoint"):
             record["checkpoint"] = os.path.abspath(record["checkpoint"])
@@ -301,7 +387,12 @@ class BatchJob:
             out_dir = check_output_dir(s.output_dir, cluster.rank)
         except UsageError as exc:
             setup_error = str(exc)
-        images, problems = resolve_images(s.images)
+        images, problems = [], []
+        if setup_error is None:
+            try:
+                images, problems = self._resolve_inputs()
+            except UsageError as exc:
+                setup_error = str(exc)
         if cluster.is_main and setup_error is None:
             for name in clean_temporaries(out_dir):
                 log(f"{self.tag}removed {name!r}, left by an interrupted run")
@@ -321,12 +412,12 @@ class BatchJob:
             bad = [int(r) for r in np.nonzero(shared[:, 0] == 0)[0]]
             raise UsageError(f"setup failed on rank(s) {bad}; see their logs")
         if len(set(shared[:, 4].tolist())) != 1:
-            raise UsageError("workers see different --image lists (different working directories or file "
+            raise UsageError(f"workers see different --{self.kind} lists (different working directories or file "
                              "systems?); every worker must see the same files")
         job_id = int(shared[0, 1])
         base_seed = (int(shared[0, 2]) << 16) | int(shared[0, 3])
         log(f"{self.tag}seed: {base_seed}" + (" (random)" if s.seed is None else "")
-            + f"; {len(images)} image(s); device {self.device_target}, mode {s.mode} "
+            + f"; {len(images)} {self.kind}(s); device {self.device_target}, mode {s.mode} "
             f"({'graph' if s.mode == 0 else 'PyNative'}{', the default for this device' if s.mode_chosen else ''})")
 
         state = RankState(out_dir, cluster, job_id)
@@ -335,7 +426,7 @@ class BatchJob:
         try:
             if cluster.is_main:
                 for spec, reason in problems:
-                    report_error(f"--image {reason}")
+                    report_error(f"--{self.kind} {reason}")
                     state.add("failed", {"image": spec, "reason": reason, "rank": 0})
             mine = [(i, p) for i, p in enumerate(images) if i % cluster.world_size == cluster.rank]
             state.data["assigned"] = len(mine)
@@ -359,6 +450,26 @@ class BatchJob:
             for r in range(cluster.world_size):
                 with contextlib.suppress(OSError):
                     (out_dir / RANK_FILE.format(rank=r)).unlink()
+
+    def _resolve_inputs(self) -> Tuple[List[str], List[Tuple[str, str]]]:
+        """The sorted input list (images, or videos) and its problems; for videos also the one
+        conditioning image, whose problems stop the job (it belongs to every video)."""
+        s = self.settings
+        if self.params.strength is not None and not s.videos:
+            raise UsageError("--SVD.strength applies to --video inputs only")
+        if not s.videos:
+            return resolve_images(s.images)
+        if self.params.num_clips > 1:
+            raise UsageError("--SVD.num_clips > 1 chains clips from an image; with --video give one clip "
+                             "(num_clips=1)")
+        self.condition_image = None
+        if s.images:
+            found, problems = resolve_images(s.images)
+            if problems or len(found) != 1:
+                why = problems[0][1] if problems else f"{len(found)} images found"
+                raise UsageError(f"--image with --video must name one conditioning image ({why})")
+            self.condition_image = os.path.abspath(found[0])
+        return resolve_images(s.videos, VIDEO_EXTS, "video")
 
     # ---- resume -----------------------------------------------------------------------------
     def _previous(self, video: Path, sidecar: Path) -> Tuple[str, str]:
@@ -414,7 +525,11 @@ class BatchJob:
             if reason:
                 log(f"{self.tag}redo {path!r}: {reason}")
             try:
-                _, _, warnings = self.load_input(path)
+                if self.kind == "video":
+                    probe_video(path)  # decoded when its turn comes (its length needs the model's num_frames)
+                    warnings = []
+                else:
+                    _, _, warnings = self.load_input(path)
             except ImageError as exc:
                 state.fail(entry, str(exc))
                 continue
@@ -460,12 +575,30 @@ class BatchJob:
         video_path, sidecar_path = Path(entry["output"]), Path(entry["sidecar"])
         memory.reset()
         t_img = time.perf_counter()
+        store = None
         try:
-            array, info, _ = self.load_input(path)
+            extra: Dict[str, Any] = {}
+            if sv3d.takes_camera(self.input_keys):
+                extra.update(elevations_deg=s.elevations_deg, azimuths_deg=s.azimuths_deg)
+            if self.kind == "video":
+                frames_in, info, _ = load_video(path, pipe.num_frames, s.height, s.width)
+                array = frames_in[0]
+                if self.condition_image:
+                    array, info["condition_image"], _ = load_image(self.condition_image, frames_in.shape[1],
+                                                                   frames_in.shape[2])
+                extra["video"] = frames_in
+            else:
+                array, info, _ = self.load_input(path)
+            if self.params.num_clips > 1:
+                store = ClipStore(video_path, {"settings": self.video_settings(), "seed": seed,
+                                               "input_sha256": file_digest(Path(path))})
+                finished = store.load()
+                if finished:
+                    log(f"{self.tag}resuming {path!r} at clip {len(finished) + 1}/{self.params.num_clips} "
+                        f"({len(finished)} finished clip(s) kept from an interrupted run)")
+                extra.update(finished_clips=finished, clip_callback=store.save)
             t_load = time.perf_counter() - t_img
-            camera = {"elevations_deg": s.elevations_deg, "azimuths_deg": s.azimuths_deg} \
-                if sv3d.takes_camera(self.input_keys) else {}
-            result = pipe.generate(array, seed=seed, progress=s.progress, **camera)
+            result = pipe.generate(array, seed=seed, progress=s.progress, **extra)
             video = np.asarray(result.video)
             if video.ndim != 4 or video.shape[1] != 3:
                 raise ImageError(f"{path!r}: the pipeline returned shape {video.shape}, expected (T,3,H,W)")
@@ -511,6 +644,8 @@ class BatchJob:
                 sidecar_path.unlink()
             state.fail(entry, f"{path!r}: {exc}; video removed")
             return
+        if store is not None:
+            store.remove()  # the video and its complete record exist: the clips are not needed any more
         entry["timings"] = {k: v for k, v in timings.items() if k != "step_s"}
         entry["memory"] = peak
         entry.pop("redo", None)
@@ -529,7 +664,7 @@ class BatchJob:
         t, h, w = frames.shape[:3]
         return {
             "video": Path(entry["output"]).name, "format": s.output_format, "frames": t, "width": w, "height": h,
-            "fps": self.params.fps, "seed": entry["seed"],
+            "fps": self.params.fps, "seed": entry["seed"], "clips": self.params.num_clips, "input_kind": self.kind,
             "base_seed": (entry["seed"] - entry["index"]) % SEED_MOD, "index_in_job": entry["index"],
             "input": info, "untrained": untrained, "settings": self.video_settings(),
             "pipeline": json.loads(json.dumps(self.params.to_dict(), default=str)),
@@ -547,8 +682,11 @@ class BatchJob:
         parts += [f"--{k}={json.dumps(getattr(s, k))}" for k in ("elevations_deg", "azimuths_deg")
                   if getattr(s, k) is not None]
         parts += ["--keep_background=true"] if s.keep_background else []
-        parts += [f"--mode={s.mode}", f"--image={image}", f"--seed={seed}", f"--output_format={s.output_format}",
-                  f"--output_dir={s.output_dir}"]
+        inputs = [f"--image={image}"]
+        if self.kind == "video":
+            inputs = [f"--video={image}"] + ([f"--image={self.condition_image}"] if self.condition_image else [])
+        parts += [f"--mode={s.mode}"] + inputs + [f"--seed={seed}", f"--output_format={s.output_format}",
+                                                  f"--output_dir={s.output_dir}"]
         return " ".join(shlex.quote(p) for p in parts)
 
     # ---- across ranks -----------------------------------------------------------------------

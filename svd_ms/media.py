@@ -2,8 +2,9 @@
 
 Every path that turns a picture into model input -- the CLI, the Python API, the web page and the
 training data -- goes through `to_rgb` (one rule for alpha: composite on white) and
-`resize_cover_crop` (one rule for size: scale to cover, then cut the centre). Everything written
-goes to a temporary name first, is checked, and is renamed into place.
+`resize_cover_crop` (one rule for size: scale to cover, then cut the centre); input videos
+(video-to-video) are read by `load_video` and sized by the same rule. Everything written goes to a
+temporary name first, is checked, and is renamed into place.
 """
 import contextlib
 import glob
@@ -17,10 +18,16 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import ImageError, InputError, one_line
+from .errors import ImageError, InputError, VideoError, one_line
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 VIDEO_FORMATS = ("mp4", "gif", "png")
+# Input videos (--video): the container is recognised from the file's first bytes and ffmpeg is
+# told which demuxer to use, so that a playlist or concat script renamed to .mp4 cannot make it
+# open other files or URLs.
+VIDEO_EXTS = (".mp4", ".mov", ".m4v", ".webm", ".mkv", ".avi", ".gif")
+# Longer inputs are refused rather than decoded (trim them first); about two minutes at 30 fps.
+MAX_VIDEO_FRAMES = 4000
 # The released SVD / SVD-XT models were trained on 1024 x 576 (width x height) frames.
 SVD_TRAIN_SIZE = (1024, 576)
 # Larger files are refused before their pixels are decoded (decompression bombs).
@@ -49,8 +56,10 @@ def _regular_file_problem(path: str) -> Optional[str]:
     return None
 
 
-def resolve_images(specs: Sequence[str]) -> Tuple[List[str], List[Tuple[str, str]]]:
-    """Expand --image specs into a sorted, de-duplicated list of paths, plus (spec, reason) problems.
+def resolve_images(specs: Sequence[str], exts: Tuple[str, ...] = IMAGE_EXTS,
+                   noun: str = "image") -> Tuple[List[str], List[Tuple[str, str]]]:
+    """Expand --image specs (or --video specs, with `exts=VIDEO_EXTS, noun="video"`) into a sorted,
+    de-duplicated list of paths, plus (spec, reason) problems.
 
     A spec that exists is taken literally (a file named `a[1].png` is that file, not a pattern);
     a directory gives its images (not recursive); anything else with `*?[` is a glob pattern.
@@ -67,18 +76,18 @@ def resolve_images(specs: Sequence[str]) -> Tuple[List[str], List[Tuple[str, str
     for spec in specs:
         if os.path.isdir(spec):
             hits = [os.path.join(spec, n) for n in os.listdir(spec)
-                    if n.lower().endswith(IMAGE_EXTS) and os.path.isfile(os.path.join(spec, n))]
+                    if n.lower().endswith(exts) and os.path.isfile(os.path.join(spec, n))]
             if not hits:
-                problems.append((spec, f"directory {spec!r} holds no image ({', '.join(IMAGE_EXTS)})"))
+                problems.append((spec, f"directory {spec!r} holds no {noun} ({', '.join(exts)})"))
             for h in hits:
                 add(h)
         elif os.path.lexists(spec) or not any(ch in spec for ch in "*?["):
             add(spec)
         else:
             hits = [h for h in glob.glob(spec, recursive=True)
-                    if os.path.isfile(h) and h.lower().endswith(IMAGE_EXTS)]
+                    if os.path.isfile(h) and h.lower().endswith(exts)]
             if not hits:
-                problems.append((spec, f"no image matches the pattern {spec!r}"))
+                problems.append((spec, f"no {noun} matches the pattern {spec!r}"))
             for h in hits:
                 add(h)
     return sorted(found.values()), problems
@@ -250,6 +259,135 @@ def image_to_array(image) -> np.ndarray:
             array = array[None]
         if array.ndim != 4 or array.shape[:2] != (1, 3):
             raise InputError(f"float image must be (1, 3, H, W) or (3, H, W), got shape {array.shape}")
+    return np.ascontiguousarray(array, np.float32)
+
+
+# ---------------------------------------------------------------------------------- input videos
+
+def _demuxer(path: str) -> str:
+    """The ffmpeg demuxer for a video file, from its first bytes (never from its name)."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free"):
+        return "mov"  # mp4, mov, m4v; external data references stay off (the demuxer's default)
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return "matroska"  # mkv, webm
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "avi"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    raise VideoError(f"{path!r}: not a video this tool reads (mp4/mov, webm/mkv, avi or gif), or corrupt")
+
+
+def _video_frames(path: str, demuxer: str):
+    """(meta, iterator over (h, w, 3) uint8 frames) from ffmpeg, local file only."""
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(os.path.abspath(path), input_params=["-f", demuxer, "-protocol_whitelist",
+                                                                             "file"],
+                                        output_params=["-fps_mode", "passthrough"])
+    meta = next(reader)
+    w, h = meta["size"]
+
+    def frames():
+        for raw in reader:
+            yield np.frombuffer(raw, np.uint8).reshape(h, w, 3)
+    return meta, reader, frames()
+
+
+def _ffmpeg_reason(exc: BaseException) -> str:
+    """ffmpeg's own last word on a failure, without its banner."""
+    text = str(exc)
+    if "=== stderr ===" in text:
+        lines = [line.strip() for line in text.split("=== stderr ===", 1)[1].splitlines() if line.strip()]
+        if lines:
+            return " ".join(lines[-1].split())[:200]
+    return one_line(exc)
+
+
+def probe_video(path: str) -> Dict[str, Any]:
+    """Cheap checks of an input video before any model runs: a regular file, a known container,
+    frames ffmpeg can size and not too many pixels each. Returns ffmpeg's metadata."""
+    problem = _regular_file_problem(path)
+    if problem:
+        raise VideoError(f"{path!r}: {problem}")
+    demuxer = _demuxer(path)
+    try:
+        meta, reader, _ = _video_frames(path, demuxer)
+        reader.close()
+    except VideoError:
+        raise
+    except Exception as exc:
+        raise VideoError(f"{path!r}: cannot be decoded, the file looks corrupt or truncated "
+                         f"({_ffmpeg_reason(exc)})") from None
+    w, h = meta["size"]
+    if w * h > MAX_INPUT_PIXELS:
+        raise VideoError(f"{path!r}: {w}x{h} frames have more than {MAX_INPUT_PIXELS:,} pixels; too large, refused "
+                         f"before decoding")
+    return dict(meta, demuxer=demuxer)
+
+
+def load_video(path: str, num_frames: int, height: Optional[int] = None, width: Optional[int] = None,
+               reference_size: Tuple[int, int] = SVD_TRAIN_SIZE):
+    """Read an input video as `num_frames` uint8 (T, H, W, 3) frames sized for the model:
+    (frames, info, warnings). Longer videos are resampled to evenly spaced frames (first and last
+    kept); every frame is sized by the image rule (`prepare_image` picks the size from the first
+    frame, `resize_cover_crop_frames` applies it). VideoError names the file on any failure."""
+    from PIL import Image
+
+    meta = probe_video(path)
+    demuxer = meta["demuxer"]
+    try:
+        # Two passes: count, then keep only the chosen frames, so a long input is never held whole.
+        meta, reader, frames = _video_frames(path, demuxer)
+        count = 0
+        for _ in frames:
+            count += 1
+            if count > MAX_VIDEO_FRAMES:
+                reader.close()
+                raise VideoError(f"{path!r}: more than {MAX_VIDEO_FRAMES} frames; too large, trim it first")
+        if count < num_frames:
+            raise VideoError(f"{path!r}: too short, {count} frame(s) where the clip needs {num_frames} "
+                             f"(--SVD.num_frames)")
+        wanted = np.rint(np.linspace(0, count - 1, num_frames)).astype(int)
+        wanted_set = set(wanted.tolist())
+        kept: Dict[int, np.ndarray] = {}
+        meta, reader, frames = _video_frames(path, demuxer)
+        for index, frame in enumerate(frames):
+            if index in wanted_set:
+                kept[index] = frame.copy()
+    except VideoError:
+        raise
+    except Exception as exc:
+        raise VideoError(f"{path!r}: cannot be decoded, the file looks corrupt or truncated "
+                         f"({_ffmpeg_reason(exc)})") from None
+    if len(kept) != len(wanted_set):
+        raise VideoError(f"{path!r}: changed while it was read ({count} frames, then fewer)")
+    picked = np.stack([kept[i] for i in wanted])
+    src_h, src_w = picked.shape[1:3]
+    info: Dict[str, Any] = {"path": os.path.abspath(path), "original_size": [int(src_w), int(src_h)],
+                            "original_frames": count, "frames_used": [int(i) for i in wanted],
+                            "source_fps": meta.get("fps")}
+    first, info, warnings = prepare_image(Image.fromarray(picked[0]), info, height, width, reference_size,
+                                          name=repr(path))
+    out_h, out_w = first.shape[:2]
+    if (out_h, out_w) != (src_h, src_w):
+        picked = resize_cover_crop_frames(picked, out_h, out_w)
+        info["preprocessing"] = f"resized and center-cropped {src_w}x{src_h} -> {out_w}x{out_h}"
+    if count != num_frames:
+        info["resampled"] = f"{count} frames -> {num_frames}"
+    return picked, info, warnings
+
+
+def video_to_array(video) -> np.ndarray:
+    """uint8 (T, H, W, 3) frames or float (T, 3, H, W) in [-1, 1] -> float32 (T, 3, H, W) in [-1, 1]."""
+    array = np.asarray(video)
+    if array.dtype == np.uint8:
+        if array.ndim != 4 or array.shape[3] != 3:
+            raise InputError(f"uint8 video must be (T, H, W, 3), got shape {array.shape}")
+        array = array.astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1.0
+    elif array.ndim != 4 or array.shape[1] != 3:
+        raise InputError(f"float video must be (T, 3, H, W) in [-1, 1], got shape {array.shape}")
     return np.ascontiguousarray(array, np.float32)
 
 

@@ -13,6 +13,10 @@ MODEL_FIELDS = ("config", "checkpoint", "amp_level", "attention", "ff_chunk_size
 NO_CHECKPOINT = ("", "random", "none", "null")
 # More steps than the 1000 noise levels the models were trained on gain nothing.
 MAX_STEPS = 1000
+# A chain is sampled clip after clip; a thousand clips is hours of video and days of compute.
+MAX_CLIPS = 1000
+# Video-to-video without --SVD.strength: keeps the input's layout, redoes most of the detail.
+DEFAULT_STRENGTH = 0.7
 
 
 def _is_int(value) -> bool:
@@ -46,6 +50,10 @@ class SVDParams:
         attention: attention implementation: auto (flash on Ascend, math elsewhere), math or flash.
         ff_chunk_size: run feed-forward layers in chunks of this many tokens to save memory
             (unset: no chunking).
+        num_clips: clips chained into one longer video, at least 1: clip k+1 starts from the last
+            frame of clip k, so the video has num_clips * (num_frames - 1) + 1 frames.
+        strength: video-to-video only: how much of the sampling schedule is redone over the input
+            video, in (0, 1]; small stays close to the input, 1 starts from pure noise (unset: 0.7).
     """
 
     config: str
@@ -59,6 +67,8 @@ class SVDParams:
     amp_level: str = "O0"
     attention: str = "auto"
     ff_chunk_size: Optional[int] = None
+    num_clips: int = 1
+    strength: Optional[float] = None
 
     def __post_init__(self):
         if isinstance(self.checkpoint, str) and self.checkpoint.strip().lower() in NO_CHECKPOINT:
@@ -67,6 +77,9 @@ class SVDParams:
             self._check_int(name, 1, None, optional=True)
         self._check_int("num_steps", 1, MAX_STEPS, optional=True)
         self._check_int("fps", 1, 60)
+        self._check_int("num_clips", 1, MAX_CLIPS)
+        if self.strength is not None and (not _is_number(self.strength) or not 0 < self.strength <= 1):
+            raise ParamError("strength", f"strength={self.strength!r} is out of range: it must be a number in (0, 1]")
         self._check_int("motion_bucket_id", 0, 255)
         if self.noise_aug_strength is not None and (not _is_number(self.noise_aug_strength)
                                                     or not self.noise_aug_strength >= 0):

@@ -4,11 +4,18 @@ Does what upstream's sampling script does: conditioner (with zeroed image embedd
 unconditional branch), sampling with the guider, chunked decoding, clamping. The model is built
 once; the sampling settings (frames, steps, fps, motion, noise augmentation, decode chunk) can
 change from call to call.
+
+Two uses beyond one clip from one image:
+- chained clips (`num_clips` > 1): clip k+1 is conditioned on the last frame of clip k, so that
+  a chain makes one long video; finished clips live on the host and a chain can resume from them;
+- video-to-video (`video=`): the input frames are encoded, noised to a point of the schedule set
+  by `strength`, and sampled back from there (`sample_from_step`).
 """
 import copy
+import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import mindspore as ms
 import numpy as np
@@ -18,9 +25,9 @@ from omegaconf import OmegaConf
 from . import sv3d
 from .checkpoint import load_checkpoint_into
 from .errors import ConfigError, GenerationCancelled, InputError, NonFiniteError, ParamError
-from .media import image_to_array
+from .media import image_to_array, load_video, video_to_array
 from .models.diffusion import GuidedDenoiserStep
-from .params import MODEL_FIELDS, SVDParams
+from .params import DEFAULT_STRENGTH, MODEL_FIELDS, SVDParams
 from .precision import apply_precision
 from .runtime.budget import available_host_bytes, check_fits, estimate_generation_bytes
 from .util import instantiate_from_config, load_config
@@ -29,6 +36,9 @@ DEFAULT_NUM_FRAMES = 14
 DEFAULT_NUM_STEPS = 25
 DEFAULT_NOISE_AUG_STRENGTH = 0.02
 UNCOND_ZERO_KEYS = ["cond_frames", "cond_frames_without_noise"]
+# Chaining and video-to-video keep fps and motion from clip to clip; a model not conditioned on
+# them (SV3D: camera orbit) has no meaning for either.
+MOTION_KEYS = ("fps_id", "motion_bucket_id")
 
 
 @dataclass
@@ -40,6 +50,7 @@ class StepInfo:
     total: int
     sigma: Optional[float] = None
     latents: Optional[Tensor] = None
+    clip: int = 0  # the clip of a chain this step belongs to
 
 
 @dataclass
@@ -65,6 +76,76 @@ class VideoResult:
 
     def __contains__(self, key) -> bool:
         return (self.camera is not None and key in self.camera) or getattr(self, key, None) is not None
+
+
+@dataclass
+class ClipResult:
+    """One finished clip of a chain, as `clip_callback` receives it and `finished_clips` takes it
+    back. `condition`: the (1, 3, H, W) image in [-1, 1] the clip was conditioned on; `frames`:
+    its decoded (T, 3, H, W) frames in [-1, 1] before clamping; `latents`: its sampled latents."""
+    index: int
+    seed: int
+    condition: np.ndarray
+    frames: np.ndarray
+    latents: np.ndarray
+    timings: Dict[str, object] = field(default_factory=dict)
+
+
+def clip_seed(seed: int, index: int) -> int:
+    """The seed of clip `index` of a chain whose seed is `seed`: clip 0 uses `seed` itself (so it is
+    the video a single-clip run makes), later clips a hash of (seed, index), which no other image's
+    seed (base + i) lines up with."""
+    if index == 0:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
+
+
+def chain_condition(frames: np.ndarray) -> np.ndarray:
+    """The conditioning image of the next clip: the last decoded frame as float, clamped to the
+    image range [-1, 1] (the video's last frame before 8-bit rounding)."""
+    return np.clip(np.asarray(frames[-1:], np.float32), -1.0, 1.0)
+
+
+def video_to_video_start(num_steps: int, strength: float) -> int:
+    """The schedule index where video-to-video starts: the last round(strength * num_steps) steps
+    (rounded down) are run; strength 1 runs them all, from pure noise."""
+    steps_run = int(np.floor(strength * num_steps + 1e-6))
+    if steps_run < 1:
+        raise ParamError("strength", f"strength={strength} of {num_steps} steps runs no step; raise --SVD.strength "
+                         f"or --SVD.num_steps")
+    return num_steps - steps_run
+
+
+def sample_from_step(sampler, denoise: Callable, noise, num_steps: int, start_index: int, clean_latents, rng,
+                     callback: Optional[Callable] = None):
+    """Sample from schedule index `start_index` on: the one place that starts a sampler part-way.
+
+    start_index 0: the sampler's own loop from pure noise (exactly image-to-video). Otherwise the
+    clean latents are noised to sigma = sigmas[start_index] (x = clean + sigma * noise) and the
+    steps start_index .. num_steps - 1 of the full schedule are run, churn included (its gamma
+    uses the full schedule's length, as the uncut run would). Uses only the sampler's public
+    pieces: `sigmas(num_steps)`, `gamma`, `s_noise` and the step function `euler_edm_step`.
+    callback(i, x, denoised) counts the steps run from 0."""
+    if start_index == 0:
+        return sampler(denoise, noise, num_steps, rng, callback)
+    # Imported here: only this part-way loop depends on the Euler EDM step's signature.
+    from .modules.diffusionmodules.sampling import euler_edm_step
+    if not hasattr(sampler, "gamma"):
+        raise ConfigError(f"video-to-video with strength < 1 needs an Euler EDM sampler; {type(sampler).__name__} "
+                          f"cannot start part-way down its schedule")
+    sigmas = sampler.sigmas(num_steps)
+    x = ops.cast(clean_latents, ms.float32) + ops.cast(noise, ms.float32) * float(sigmas[start_index])
+    for i in range(start_index, len(sigmas) - 1):
+        sigma, next_sigma = float(sigmas[i]), float(sigmas[i + 1])
+        gamma = sampler.gamma(sigma, len(sigmas))
+        churn = None
+        if gamma > 0:
+            rng = rng or np.random.default_rng()
+            churn = Tensor(rng.standard_normal(x.shape).astype(np.float32))
+        x, denoised = euler_edm_step(denoise, x, sigma, next_sigma, gamma, churn, sampler.s_noise)
+        if callback is not None:
+            callback(i - start_index, x, denoised)
+    return x
 
 
 def _check_finite(x, stage: str):
@@ -220,14 +301,16 @@ class SVDInferPipeline:
 
     # ---- sampling and decoding ----------------------------------------------------------------
     def sample_latents(self, c, uc, latent_noise: np.ndarray, rng: np.random.Generator, num_steps: int,
-                       callback: Optional[Callable] = None):
-        """Sampled latents and the wall time of each step."""
+                       callback: Optional[Callable] = None, start_index: int = 0, clean_latents=None):
+        """Sampled latents and the wall time of each step run. With `start_index` > 0 only the last
+        num_steps - start_index steps run, from `clean_latents` noised (video-to-video)."""
         t = latent_noise.shape[0]
         parts = self.sampling_for(t)
         cond = parts.guider.prepare_cond(c, uc)
         ioi = Tensor(np.zeros((parts.guider.num_copies, t), np.float32))
         concat, crossattn, vector = cond.get("concat"), cond.get("crossattn"), cond.get("vector")
         sigmas = parts.sampler.sigmas(num_steps)
+        steps_run = num_steps - start_index
         step_times: List[float] = []
         last = [time.perf_counter()]
 
@@ -235,14 +318,25 @@ class SVDInferPipeline:
             return parts.denoiser_step(x, Tensor([sigma], ms.float32), concat, crossattn, vector, ioi, t)
 
         def on_step(i, x, denoised):
-            _check_finite(x, f"latents after sampling step {i + 1}/{num_steps}")
+            _check_finite(x, f"latents after sampling step {i + 1}/{steps_run}")
             now = time.perf_counter()
             step_times.append(now - last[0])
             last[0] = now
-            _notify(callback, StepInfo("sampling", i, num_steps, float(sigmas[i + 1]), x))
+            _notify(callback, StepInfo("sampling", i, steps_run, float(sigmas[start_index + i + 1]), x))
 
-        z = parts.sampler(denoise, Tensor(latent_noise), num_steps, rng, on_step)
+        z = sample_from_step(parts.sampler, denoise, Tensor(latent_noise), num_steps, start_index, clean_latents,
+                             rng, on_step)
         return z, step_times
+
+    def encode_video(self, frames: np.ndarray, chunk_size: Optional[int] = None):
+        """(T, 3, H, W) frames in [-1, 1] -> scaled latents, the VAE posterior's mode (as the
+        engine's `encode_video_latents`), `chunk_size` frames at a time."""
+        chunk = chunk_size or frames.shape[0]
+        parts = [self.engine.encode_video_latents(Tensor(np.ascontiguousarray(frames[i:i + chunk], np.float32)))
+                 for i in range(0, frames.shape[0], chunk)]
+        z = ops.cat(parts, axis=0) if len(parts) > 1 else parts[0]
+        _check_finite(z, "encoded input video")
+        return z
 
     def decode_latents(self, latents, decode_chunk_size: Optional[int] = None, callback: Optional[Callable] = None):
         """Sampled latents -> (frames in [-1, 1], video in [0, 1]), float32 numpy arrays."""
@@ -259,9 +353,11 @@ class SVDInferPipeline:
         """The video alone: float32 (T, 3, H, W) in [0, 1]."""
         return self.generate(image, seed, **kwargs).video
 
-    def generate(self, image, seed: Optional[int] = None, latent_noise=None, cond_noise=None,
+    def generate(self, image=None, seed: Optional[int] = None, latent_noise=None, cond_noise=None,
                  progress: bool = False, callback: Optional[Callable[[StepInfo], Optional[bool]]] = None,
-                 output_type: str = "video", elevations_deg=None, azimuths_deg=None, **overrides) -> VideoResult:
+                 output_type: str = "video", elevations_deg=None, azimuths_deg=None, video=None,
+                 finished_clips: Optional[Sequence[ClipResult]] = None,
+                 clip_callback: Optional[Callable[[ClipResult], None]] = None, **overrides) -> VideoResult:
         """Generate one video from `image` (a path, PIL image, uint8 HxWx3 array or float array in
         [-1, 1]; sides multiples of 64).
 
@@ -272,20 +368,72 @@ class SVDInferPipeline:
             stops the run with GenerationCancelled.
         output_type: 'video', or 'latent' to stop after sampling (decode later with `decode_latents`).
         elevations_deg, azimuths_deg: the camera path of an sv3d_p model (see sv3d.camera_path).
+        video: video-to-video: the input clip, a path or T frames (uint8 (T, H, W, 3) or float
+            (T, 3, H, W) in [-1, 1]); it is encoded, noised `strength` of the way up the schedule
+            and sampled back. `image` is then optional: the conditioning image, else the first frame.
+        num_clips (an override) > 1 chains clips: clip k uses seed `clip_seed(seed, k)` and the last
+            frame of clip k-1 (`chain_condition`) as its image; the result holds the joined video
+            (num_clips * (T - 1) + 1 frames) and the latents of every clip (num_clips, T, 4, h, w).
+            clip_callback(ClipResult) runs after each clip; `finished_clips` (those results, for
+            clips 0..m-1 of the same chain and seed) resume the chain at clip m.
         overrides: per-call values for the sampling fields of SVDParams (num_frames, num_steps, fps,
-            motion_bucket_id, noise_aug_strength, decode_chunk_size).
+            motion_bucket_id, noise_aug_strength, decode_chunk_size, num_clips, strength).
         """
         if output_type not in ("video", "latent"):
             raise InputError(f"output_type must be 'video' or 'latent', got {output_type!r}")
-        start = time.perf_counter()
         params = self.call_params(**overrides)
         sizes = self.resolve(params)
+        chained = params.num_clips > 1 or finished_clips is not None or clip_callback is not None
+        if video is None and params.strength is not None:
+            raise ParamError("strength", "strength applies to video-to-video only: give a video")
+        if video is not None:
+            self._require_motion_conditioning("video-to-video")
+        if chained:
+            self._require_motion_conditioning("chained clips")
+            if video is not None:
+                raise InputError("chained clips (num_clips > 1) start from an image; video-to-video makes one clip")
+            if output_type != "video":
+                raise InputError("chained clips need their frames (each clip starts from the previous one's last "
+                                 "frame): output_type must be 'video'")
+            if latent_noise is not None or cond_noise is not None:
+                raise InputError("latent_noise and cond_noise fix one clip's noise; a chain draws each clip's "
+                                 "noise from its seed")
+            return self._generate_chain(image, seed, params, sizes, progress, callback, finished_clips,
+                                        clip_callback)
+        camera = sv3d.resolve_camera(self.input_keys, sizes["num_frames"], elevations_deg, azimuths_deg)
+        return self._generate_clip(image, seed, params, sizes, latent_noise, cond_noise, progress, callback,
+                                   output_type, video, camera=camera)
+
+    def _require_motion_conditioning(self, feature: str) -> None:
+        keys = set(self.engine.conditioner.input_keys)
+        missing = [k for k in MOTION_KEYS if k not in keys]
+        if missing:
+            raise ConfigError(f"{feature} keeps fps and motion from clip to clip, but config {self.params.config!r} "
+                              f"is not conditioned on {', '.join(missing)} (an SV3D-style model?); refused")
+
+    def _generate_clip(self, image, seed, params: SVDParams, sizes: Dict[str, int], latent_noise, cond_noise,
+                       progress: bool, callback, output_type: str, video=None, clip: Tuple[int, int] = (0, 1),
+                       camera: Optional[Dict[str, np.ndarray]] = None):
+        start = time.perf_counter()
         t, num_steps = sizes["num_frames"], sizes["num_steps"]
-        camera = sv3d.resolve_camera(self.input_keys, t, elevations_deg, azimuths_deg)
+        source = None
+        if video is not None:
+            source = video_to_array(load_video(os.fspath(video), t)[0] if isinstance(video, (str, os.PathLike))
+                                    else video)
+            if source.shape[0] != t:
+                raise InputError(f"the input video has {source.shape[0]} frames where the clip has {t} "
+                                 f"(num_frames); resample it first (svd_ms.media.load_video does)")
+            if image is None:
+                image = source[:1]
+        if image is None:
+            raise InputError("an image is required (or a video, whose first frame conditions it)")
         image = image_to_array(image)
         _, _, h, w = image.shape
         if h % 64 or w % 64:
             raise InputError(f"image height and width must be multiples of 64, got {h}x{w}")
+        if source is not None and source.shape[2:] != (h, w):
+            raise InputError(f"the input video is {source.shape[3]}x{source.shape[2]} but the conditioning image is "
+                             f"{w}x{h}; they must match")
         self.check_memory(t, h, w, sizes["decode_chunk_size"])
         rng = np.random.default_rng(seed)
         if cond_noise is None:
@@ -298,16 +446,24 @@ class SVDInferPipeline:
             raise InputError(f"latent_noise must have shape {(t, 4, h // 8, w // 8)}, got {latent_noise.shape}")
         if cond_noise.shape != image.shape:
             raise InputError(f"cond_noise must have shape {image.shape}, got {cond_noise.shape}")
-
-        bars = _ProgressBars(progress, num_steps, -(-t // sizes["decode_chunk_size"]))
+        start_index, clean = 0, None
+        if source is not None:
+            strength = DEFAULT_STRENGTH if params.strength is None else params.strength
+            start_index = video_to_video_start(num_steps, strength)
+        label = f"clip {clip[0] + 1}/{clip[1]} " if clip[1] > 1 else ""
+        bars = _ProgressBars(progress, num_steps - start_index, -(-t // sizes["decode_chunk_size"]), label)
         try:
             def report(info: StepInfo):
+                info.clip = clip[0]
                 bars.update(info.stage)
                 return callback(info) if callback is not None else None
 
+            if start_index > 0:  # strength 1 starts from pure noise: the input's content is not used
+                clean = self.encode_video(source, sizes["decode_chunk_size"])
+            t_encode = time.perf_counter()
             c, uc = self.conditioning(image, cond_noise, camera, params)
             t_cond = time.perf_counter()
-            z, step_times = self.sample_latents(c, uc, latent_noise, rng, num_steps, report)
+            z, step_times = self.sample_latents(c, uc, latent_noise, rng, num_steps, report, start_index, clean)
             t_sample = time.perf_counter()
             result = VideoResult(latents=z.asnumpy(), seed=seed, params=params, camera=camera)
             if output_type == "video":
@@ -323,14 +479,77 @@ class SVDInferPipeline:
         end = time.perf_counter()
         steady = float(np.median(step_times[1:])) if len(step_times) > 1 else step_times[0]
         result.timings = {
-            "conditioning_s": t_cond - start,
+            "encode_s": t_encode - start if source is not None else None,
+            "conditioning_s": t_cond - t_encode,
             "compile_s": max(step_times[0] - steady, 0.0),
             "step_s": step_times,
+            "start_step": start_index,
             "sampling_s": t_sample - t_cond,
             "decode_s": end - t_sample if output_type == "video" else None,
             "total_s": end - start,
         }
         return result
+
+    def _generate_chain(self, image, seed, params: SVDParams, sizes: Dict[str, int], progress: bool, callback,
+                        finished_clips, clip_callback) -> VideoResult:
+        start = time.perf_counter()
+        if image is None:
+            raise InputError("chained clips need an image to start from")
+        if seed is None:
+            if finished_clips:
+                raise InputError("finished_clips resume a chain: give the seed it was started with")
+            seed = int(np.random.default_rng().integers(0, 2**32))
+        image = image_to_array(image)
+        clips = self._check_finished_clips(list(finished_clips or []), seed, params.num_clips, image,
+                                           sizes["num_frames"])
+        # Earlier clips stay on the host as numpy: the device holds one clip at a time.
+        frames = [c.frames for c in clips]
+        latents = [c.latents for c in clips]
+        condition = image if not clips else chain_condition(clips[-1].frames)
+        made: List[ClipResult] = []
+        for k in range(len(clips), params.num_clips):
+            result = self._generate_clip(condition, clip_seed(seed, k), params, sizes, None, None, progress,
+                                         callback, "video", clip=(k, params.num_clips))
+            clip = ClipResult(k, result.seed, condition, result.frames, result.latents, result.timings)
+            frames.append(clip.frames)
+            latents.append(clip.latents)
+            made.append(clip)
+            if clip_callback is not None:
+                clip_callback(clip)
+            condition = chain_condition(clip.frames)
+        # Clip k+1 starts on clip k's last frame: that shared frame is kept once.
+        joined = np.concatenate([frames[0]] + [f[1:] for f in frames[1:]], axis=0)
+        out = VideoResult(latents=np.stack(latents), frames=joined, video=np.clip((joined + 1.0) / 2.0, 0.0, 1.0),
+                          seed=seed, params=params)
+        steps = [x for c in made for x in c.timings["step_s"]]
+        out.timings = {
+            "clips": [c.timings for c in made],
+            "clips_resumed": len(clips),
+            "conditioning_s": sum(c.timings["conditioning_s"] for c in made),
+            "compile_s": made[0].timings["compile_s"] if made else 0.0,
+            "step_s": steps,
+            "sampling_s": sum(c.timings["sampling_s"] for c in made),
+            "decode_s": sum(c.timings["decode_s"] for c in made),
+            "total_s": time.perf_counter() - start,
+        }
+        return out
+
+    @staticmethod
+    def _check_finished_clips(clips: List[ClipResult], seed: int, num_clips: int, image: np.ndarray,
+                              num_frames: int) -> List[ClipResult]:
+        """Finished clips handed back to resume a chain must be this chain's clips 0..m-1."""
+        if len(clips) > num_clips:
+            raise InputError(f"{len(clips)} finished clips for a chain of num_clips={num_clips}")
+        shape = (num_frames, 3) + image.shape[2:]
+        for i, c in enumerate(clips):
+            if c.index != i or c.seed != clip_seed(seed, i):
+                raise InputError(f"finished clip {i} is clip {c.index} with seed {c.seed}; this chain's clip {i} has "
+                                 f"seed {clip_seed(seed, i)}")
+            if tuple(np.shape(c.frames)) != shape:
+                raise InputError(f"finished clip {i} has frames of shape {np.shape(c.frames)}, expected {shape}")
+        if clips and np.abs(np.asarray(clips[0].condition, np.float32) - image).max() > 1e-6:
+            raise InputError("finished clip 0 was conditioned on another image")
+        return clips
 
     def generate_many(self, image, num_videos: int, seed: Optional[int] = None, **kwargs) -> List[VideoResult]:
         """`num_videos` videos of one image, video i with seed `seed + i` (each equal to a separate
@@ -352,12 +571,12 @@ def _notify(callback, info: StepInfo) -> None:
 class _ProgressBars:
     """tqdm bars over the sampling steps and the decoded chunks (nothing when disabled)."""
 
-    def __init__(self, enabled: bool, steps: int, chunks: int):
+    def __init__(self, enabled: bool, steps: int, chunks: int, label: str = ""):
         self.bars = {}
         if enabled:
             from tqdm import tqdm
-            self.bars = {"sampling": tqdm(total=steps, desc="sampling", unit="step"),
-                         "decoding": tqdm(total=chunks, desc="decoding", unit="chunk")}
+            self.bars = {"sampling": tqdm(total=steps, desc=f"{label}sampling", unit="step"),
+                         "decoding": tqdm(total=chunks, desc=f"{label}decoding", unit="chunk")}
 
     def update(self, stage: str):
         if stage in self.bars:

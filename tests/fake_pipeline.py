@@ -11,7 +11,7 @@ class FakePipeline:
 
     def __init__(self, params):
         self.params = params
-        self.frames = params.num_frames or 3
+        self.frames = self.num_frames = params.num_frames or 3
         self.steps = params.num_steps or 2
         self.untrained = params.checkpoint is None
 
