@@ -23,3 +23,7 @@ class CheckpointMismatchError(CheckpointError):
 
 class NonFiniteError(SVDError):
     pass
+
+
+class LoRAError(CheckpointError):
+    """A LoRA file that cannot be read or does not fit the model."""
