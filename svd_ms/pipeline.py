@@ -83,12 +83,14 @@ class SVDInferPipeline:
         amp_level: "O0" float32 everywhere, "O2" float16 with float32 islands (see README).
         attention: "auto" (flash on Ascend, math elsewhere), "math" or "flash".
         ff_chunk_size: tokens per feed-forward chunk in the UNet transformers (None: no chunking).
+        lora: LoRA files merged into the UNet weights after the checkpoint loads: paths,
+            'PATH:SCALE' strings or (path, scale) pairs (see svd_ms.lora.merge_lora).
     """
 
     def __init__(self, config: str, checkpoint: Optional[str] = None, num_frames: Optional[int] = None,
                  fps: int = 7, motion_bucket_id: int = 127, noise_aug_strength: float = 0.02,
                  decode_chunk_size: Optional[int] = None, num_steps: Optional[int] = None, amp_level: str = "O0",
-                 attention: str = "auto", ff_chunk_size: Optional[int] = None):
+                 attention: str = "auto", ff_chunk_size: Optional[int] = None, lora=None):
         if num_frames is not None and num_frames < 1:
             raise InputError(f"num_frames must be at least 1, got {num_frames}")
         if decode_chunk_size is not None and decode_chunk_size < 1:
@@ -141,6 +143,9 @@ class SVDInferPipeline:
             self.weights_info = {"random": True}
         else:
             self.weights_info = load_checkpoint_into(self.engine, checkpoint)
+        if lora:
+            from .lora import merge_lora
+            self.weights_info = dict(self.weights_info, lora=merge_lora(self.engine, lora))
         self.precision_decisions = policy.apply_precision(self.engine, amp_level)
         self.sampler = self.engine.sampler
         self.guider = self.sampler.guider

@@ -35,6 +35,9 @@ def parse_lora_spec(spec: str) -> Tuple[str, float]:
 
 
 def _normalise(specs: Sequence[LoRASpec]) -> List[Tuple[str, float]]:
+    if isinstance(specs, (str, os.PathLike)) or (isinstance(specs, tuple) and len(specs) == 2
+                                                   and not isinstance(specs[1], (str, os.PathLike, tuple))):
+        specs = [specs]  # one file
     out = []
     for spec in specs:
         path, scale = parse_lora_spec(spec) if isinstance(spec, (str, os.PathLike)) else spec

@@ -85,8 +85,9 @@ class UNetNames:
         # resnets per level: the first downsampler sits at input_blocks[per_level + 1]
         self.per_level = downsamplers[0] - 1 if downsamplers else max(indices, default=0)
         stride = self.per_level + 1
+        levels = len(downsamplers) + 1
         self.up_attn = {i: any(n.startswith(f"output_blocks.{i * stride}.1.transformer_blocks.") for n in self.params)
-                        for i in range(len(indices) + 1)}
+                        for i in range(levels)}
         self._containers: Optional[Dict[str, str]] = None
 
     def is_module(self, name: str) -> bool:
