@@ -9,7 +9,10 @@ VAE encoding, conditioning, forward/backward, optimizer), and reports the median
 Projected, NOT measured: the full-size models (configs/svd.yaml, svd_xt.yaml): parameter
 counts from the configs, training-state memory (float32 weights, gradients, AdamW moments,
 EMA) and FLOPs per step from benchmarks/flops.py; times only at an assumed sustained
-throughput (--assume_tflops). Activation memory is not projected.
+throughput (--assume_tflops). Activation memory is not projected. LoRA (rank --lora_rank on the
+attention projections, adapters attached to the unallocated full-size UNet) adds its adapter
+file size (float32 down + up tensors); its FLOPs are counted as full fine-tuning's (the
+backward pass still runs through the frozen UNet; the adapters add under 1%).
 
     python benchmarks/train_step.py                      # all variants, 4 frames at 128x192
     python benchmarks/train_step.py --variants fp32 --frames 2 --height 64 --width 64
@@ -33,6 +36,7 @@ REF_CANDIDATES = [os.path.join(os.path.dirname(REPO), "shared", "reference"), "/
 VARIANTS = {
     "fp32": {"precision": "fp32"},
     "fp32-temporal": {"precision": "fp32", "trainable": "temporal"},
+    "fp32-lora": {"precision": "fp32", "trainable": "lora", "lora": {"rank": 16, "targets": ["attn"]}},
     "fp32-recompute": {"precision": "fp32", "recompute": True},
     "fp16": {"precision": "fp16"},
 }
@@ -68,7 +72,9 @@ def child(args):
 
     ref = _ref_dir()
     setup_mindspore()
-    variant = VARIANTS[args.variant]
+    variant = dict(VARIANTS[args.variant])
+    if "lora" in variant:
+        variant["lora"] = {**variant["lora"], "rank": args.lora_rank}
     with tempfile.TemporaryDirectory() as tmp:
         _write_clips(tmp, 2 * args.batch_size, args.frames, args.height, args.width)
         train = {"checkpoint": os.path.join(ref, "tiny_svd.safetensors"), "output_dir": os.path.join(tmp, "out"),
@@ -97,7 +103,7 @@ def child(args):
     }))
 
 
-def projection(config, frames, height, width, assume_tflops, recompute):
+def projection(config, frames, height, width, assume_tflops, recompute, lora_rank=16):
     """Analytic figures for a full-size model: NOT measured."""
     from omegaconf import OmegaConf
 
@@ -112,10 +118,22 @@ def projection(config, frames, height, width, assume_tflops, recompute):
     fwd = unet_step_flops(OmegaConf.to_container(cfg.model.params.network_config.params), frames, height // 8,
                           width // 8, batch=1)["total"]
     passes = 4 if recompute else 3  # forward + backward (2x) (+ forward again when recomputing)
-    for mode, tags in (("all", None), ("temporal", ("time_stack", "time_mixer", "time_pos_embed"))):
-        trainable = sum(p.size for p in unet.get_parameters() if tags is None or any(t in p.name for t in tags))
+    from svd_ms.lora import LoRASettings, adapter_parameters, attach_adapters
+
+    base_unet = {id(p) for p in unet.get_parameters()}
+    adapters = attach_adapters(unet, LoRASettings(rank=lora_rank, alpha=float(lora_rank)))
+    lora_params = sum(p.size for p in adapter_parameters(adapters))
+    for mode, tags in (("all", None), ("temporal", ("time_stack", "time_mixer", "time_pos_embed")), ("lora", ())):
+        if mode == "lora":
+            trainable = lora_params
+        else:
+            trainable = sum(p.size for p in unet.get_parameters()
+                            if id(p) in base_unet and (tags is None or any(t in p.name for t in tags)))
         state = 4 * all_params + 4 * trainable * (1 + 2)  # fp32 weights; grads; AdamW m and v
+        if mode == "lora":
+            state += 4 * trainable  # the adapters themselves (all_params counts the base only)
         out[mode] = {"trainable_params": trainable,
+                     "adapter_file_mb": 4 * trainable / 1e6 if mode == "lora" else None,
                      "state_gb_no_ema": state / 1e9,
                      "state_gb_with_ema": (state + 4 * trainable * 2) / 1e9,  # EMA copy + mindone's swap buffer
                      "unet_tflop_per_video_step": passes * fwd / 1e12,
@@ -134,6 +152,7 @@ def main():
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--assume_tflops", type=float, default=100.0,
                    help="sustained device throughput assumed for the full-size projection")
+    p.add_argument("--lora_rank", type=int, default=16, help="LoRA rank of the lora variant and projection")
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -145,7 +164,7 @@ def main():
     for variant in args.variants:
         cmd = [sys.executable, os.path.abspath(__file__), "--child", variant, "--frames", str(args.frames),
                "--height", str(args.height), "--width", str(args.width), "--batch_size", str(args.batch_size),
-               "--warmup", str(args.warmup), "--steps", str(args.steps)]
+               "--warmup", str(args.warmup), "--steps", str(args.steps), "--lora_rank", str(args.lora_rank)]
         res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
         lines = [line for line in res.stdout.splitlines() if line.startswith("{")]
         if res.returncode != 0 or not lines:
@@ -158,12 +177,15 @@ def main():
               f"{r['videos_per_s']:.2f} videos/s, peak RSS {r['peak_rss_gb']:.2f} GB, "
               f"{r['trainable_params']:,} trainable", flush=True)
     for config, frames in (("svd.yaml", 14), ("svd_xt.yaml", 25)):
-        proj = projection(os.path.join(REPO, "configs", config), frames, 576, 1024, args.assume_tflops, True)
+        proj = projection(os.path.join(REPO, "configs", config), frames, 576, 1024, args.assume_tflops, True,
+                          args.lora_rank)
         results["projected_full_size_not_measured"].append(proj)
-        for mode in ("all", "temporal"):
+        for mode in ("all", "temporal", "lora"):
             m = proj[mode]
+            adapter = f", adapter file {m['adapter_file_mb']:.1f} MB" if m["adapter_file_mb"] else ""
             print(f"[projection, not measured] {config} {frames}x576x1024, trainable={mode}: "
-                  f"{m['trainable_params'] / 1e9:.2f} B trainable, training state {m['state_gb_no_ema']:.1f} GB "
+                  f"{m['trainable_params'] / 1e9:.3f} B trainable{adapter}, "
+                  f"training state {m['state_gb_no_ema']:.1f} GB "
                   f"({m['state_gb_with_ema']:.1f} GB with EMA) + activations, "
                   f"{m['unet_tflop_per_video_step']:.0f} TFLOP per video per step with recompute "
                   f"(~{m[f'step_s_per_video_at_{args.assume_tflops:g}_tflops']:.1f} s per video at an assumed "

@@ -58,6 +58,14 @@ class DataError(SVDError):
     """Training data that cannot be used at all."""
 
 
+class VideoError(ImageError):
+    """One input video cannot be used (unreadable, too short, too large); the other inputs of a job still run."""
+
+
+class LoRAError(CheckpointError):
+    """A LoRA file that cannot be read or does not fit the model."""
+
+
 _FRAMEWORK_MARKERS = ("\n-----", "- C++ Call Stack", "- Python Call Stack", "\nTraceback")
 
 
@@ -80,6 +88,3 @@ def one_line(err: BaseException, limit: int = 400) -> str:
             text = text[:limit - 3].rstrip() + "..."
     return text
 
-
-class VideoError(ImageError):
-    """One input video cannot be used (unreadable, too short, too large); the other inputs of a job still run."""

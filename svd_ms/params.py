@@ -3,13 +3,13 @@ Python API, the command line (`--SVD.*`), the web page and the sidecar of every 
 import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Union
 
 from . import policy
 from .errors import ParamError, SVDError
 
 # What needs a new model (rebuilding the pipeline); everything else can change per call.
-MODEL_FIELDS = ("config", "checkpoint", "amp_level", "attention", "ff_chunk_size")
+MODEL_FIELDS = ("config", "checkpoint", "amp_level", "attention", "ff_chunk_size", "lora")
 NO_CHECKPOINT = ("", "random", "none", "null")
 # More steps than the 1000 noise levels the models were trained on gain nothing.
 MAX_STEPS = 1000
@@ -50,6 +50,9 @@ class SVDParams:
         attention: attention implementation: auto (flash on Ascend, math elsewhere), math or flash.
         ff_chunk_size: run feed-forward layers in chunks of this many tokens to save memory
             (unset: no chunking).
+        lora: LoRA adapter files merged into the UNet once at load, each 'PATH' or 'PATH:SCALE'
+            (scale 1 by default, 0 = the base model exactly); several allowed. PEFT/diffusers and
+            kohya namings are read.
         num_clips: clips chained into one longer video, at least 1: clip k+1 starts from the last
             frame of clip k, so the video has num_clips * (num_frames - 1) + 1 frames.
         strength: video-to-video only: how much of the sampling schedule is redone over the input
@@ -67,6 +70,7 @@ class SVDParams:
     amp_level: str = "O0"
     attention: str = "auto"
     ff_chunk_size: Optional[int] = None
+    lora: Optional[Union[str, List[str]]] = None
     num_clips: int = 1
     strength: Optional[float] = None
 
@@ -87,6 +91,7 @@ class SVDParams:
                              f"range: it must be a number >= 0")
         self._check_choice("amp_level", policy.AMP_LEVELS)
         self._check_choice("attention", policy.ATTENTION_CHOICES)
+        self._check_lora()
         self._check_files()
 
     def _check_int(self, name: str, low: int, high: Optional[int], optional: bool = False):
@@ -100,6 +105,19 @@ class SVDParams:
     def _check_choice(self, name: str, choices):
         if getattr(self, name) not in choices:
             raise ParamError(name, f"{name}={getattr(self, name)!r} is not one of {', '.join(choices)}")
+
+    def _check_lora(self):
+        if self.lora is None:
+            return
+        if isinstance(self.lora, (str, os.PathLike, tuple)):
+            self.lora = [self.lora]
+        from .lora import parse_lora_spec
+        for spec in self.lora:
+            path, scale = parse_lora_spec(spec) if isinstance(spec, (str, os.PathLike)) else spec
+            if not os.path.isfile(path):
+                raise ParamError("lora", f"lora {str(path)!r} does not exist")
+            if not _is_number(scale) or scale != scale or abs(scale) == float("inf"):
+                raise ParamError("lora", f"lora {str(path)!r}: scale must be a finite number, got {scale!r}")
 
     def _check_files(self):
         if isinstance(self.config, str):

@@ -216,6 +216,9 @@ class SVDInferPipeline:
             self.weights_info = {"random": True}
         else:
             self.weights_info = load_checkpoint_into(self.engine, params.checkpoint)
+        if params.lora:
+            from .lora import merge_lora
+            self.weights_info = dict(self.weights_info, lora=merge_lora(self.engine, params.lora))
         self._sampling: Dict[int, _Sampling] = {}
         default = self.sampling_for(self.num_frames)
         self.sampler, self.guider, self.denoiser_step = default.sampler, default.guider, default.denoiser_step

@@ -87,12 +87,19 @@ class Linear(nn.Cell):
         self.weight = _weight((out_features, in_features), in_features)
         self.bias = _bias(out_features, in_features) if bias else None
         self.compute_dtype = ms.float32
+        # A LoRA adapter (svd_ms.lora) hangs here as a child cell rather than wrapping this
+        # layer, so that the weight keeps its checkpoint name.
+        self.lora = None
 
     def construct(self, x):
         dtype = self.compute_dtype
         w = ops.cast(self.weight, dtype)
         b = ops.cast(self.bias, dtype) if self.bias is not None else None
-        return linear(ops.cast(x, dtype), w, b)
+        x = ops.cast(x, dtype)
+        y = linear(x, w, b)
+        if self.lora is not None:
+            y = y + self.lora(x, dtype)
+        return y
 
 
 @functools.lru_cache(maxsize=64)

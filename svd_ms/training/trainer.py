@@ -29,6 +29,7 @@ from ..errors import CheckpointError, ConfigError
 from ..precision import apply_training_precision
 from ..runtime import Cluster
 from ..util import check_targets, load_config
+from ..lora import LoRASettings, adapter_parameters, attach_adapters, check_diffusers_names, save_adapters
 from .data import ShardStream, VideoCSVDataset, collate, sample_rng
 from .optim import AdamW, BucketAllReduce, MindoneOptimizer, global_norm, lr_schedule, optimizer_state, \
     scale_grads
@@ -37,6 +38,7 @@ TEMPORAL_TAGS = ("time_stack", "time_mixer", "time_pos_embed")
 UNET_PREFIX = "model.diffusion_model."
 STATE_JSON = "state.json"
 MODEL_CKPT = "model.ckpt"
+LORA_FILE = "lora.safetensors"
 TRAIN_STATE_CKPT = "train_state.ckpt"
 
 DEFAULTS = {
@@ -47,7 +49,8 @@ DEFAULTS = {
         "max_steps": 1000,              # optimizer steps
         "batch_size": 1,                # videos per rank per micro-batch
         "grad_accum_steps": 1,
-        "trainable": "all",             # all | temporal
+        "trainable": "all",             # all | temporal | lora
+        "lora": {"rank": 16, "alpha": None, "dropout": 0.0, "targets": ["attn"]},  # alpha null: = rank
         "optimizer": {"name": "adamw", "lr": 1.0e-5, "betas": [0.9, 0.999], "eps": 1.0e-8,
                       "weight_decay": 0.01},
         "lr_schedule": {"name": "cosine", "warmup_steps": 0, "warmup_factor": 0.0, "min_lr": 0.0},
@@ -100,8 +103,9 @@ def load_train_config(config, overrides: Sequence[str] = ()) -> DictConfig:
         cfg.merge_with_dotlist(list(overrides))
         check_targets(cfg, "the command-line overrides")
     t, d = cfg.train, cfg.data
-    if t.trainable not in ("all", "temporal"):
-        raise ConfigError(f"train.trainable must be 'all' or 'temporal', got '{t.trainable}'")
+    if t.trainable not in ("all", "temporal", "lora"):
+        raise ConfigError(f"train.trainable must be 'all', 'temporal' or 'lora', got '{t.trainable}'")
+    LoRASettings.from_config(OmegaConf.to_container(t.lora) if isinstance(t.lora, DictConfig) else t.lora)
     if t.precision not in policy.TRAIN_PRECISIONS:
         raise ConfigError(f"train.precision must be one of {policy.TRAIN_PRECISIONS}, got '{t.precision}'")
     for key in ("max_steps", "batch_size", "grad_accum_steps", "save_every", "log_every"):
@@ -190,12 +194,23 @@ class Trainer:
         return engine
 
     def _select_trainable(self) -> List:
-        temporal_only = self.cfg.train.trainable == "temporal"
+        """The parameters to train: the whole UNet, its temporal layers, or LoRA adapters
+        attached to its frozen layers. Everything else is frozen."""
+        mode = self.cfg.train.trainable
+        self.lora_settings, self.adapters = None, {}
+        if mode == "lora":
+            self.lora_settings = LoRASettings.from_config(OmegaConf.to_container(self.cfg.train.lora))
+            self.adapters = attach_adapters(self.unet, self.lora_settings, seed=self.seed, prefix=UNET_PREFIX)
+            check_diffusers_names(self.adapters, self.unet)
+        adapter_ids = {id(p) for p in adapter_parameters(self.adapters)}
         unet_ids = set()
         chosen = []
         for p in self.unet.get_parameters():
             unet_ids.add(id(p))
-            train = not temporal_only or any(tag in p.name for tag in TEMPORAL_TAGS)
+            if mode == "lora":
+                train = id(p) in adapter_ids
+            else:
+                train = mode == "all" or any(tag in p.name for tag in TEMPORAL_TAGS)
             p.requires_grad = train
             if train:
                 chosen.append(p)
@@ -316,10 +331,15 @@ class Trainer:
         lr = self.optimizer.current_lr()
         grads = None
         loss_sum = 0.0
-        for _ in range(self.accum):
+        for micro_index in range(self.accum):
             samples, keys = self.next_batch()
             inputs = self._inputs(samples, keys)
             self._num_frames = inputs["num_video_frames"]
+            if self.lora_settings is not None and self.lora_settings.dropout > 0:
+                # LoRA dropout masks: a function of (seed, step, rank, micro-batch), so a resumed
+                # run draws the masks the uninterrupted one drew.
+                ms.manual_seed(int(np.random.default_rng([self.seed, self.step, self.rank, micro_index])
+                                   .integers(2 ** 31)))
             loss, micro = self._grad_fn(inputs["latents"], inputs["noise"], inputs["sigmas"], inputs["concat"],
                                         inputs["crossattn"], inputs["vector"], inputs["image_only_indicator"])
             loss_sum += float(loss.asnumpy())
@@ -412,8 +432,10 @@ class Trainer:
     def save(self) -> Optional[str]:
         """Write checkpoints/step_XXXXXXX/ (rank 0): model.ckpt (every engine parameter under its
         engine name, EMA weights in place of the trained ones when EMA is on: what
-        image_to_video.py loads), train_state.ckpt (trained weights, optimizer, loss scale, EMA)
-        and state.json (step, data positions of every rank, counters, config)."""
+        image_to_video.py loads) or, for LoRA, lora.safetensors (only the adapters, EMA weights
+        when EMA is on, in diffusers/PEFT naming: what image_to_video.py applies on top of the
+        base checkpoint), train_state.ckpt (trained weights, optimizer, loss scale, EMA) and
+        state.json (step, data positions of every rank, counters, config)."""
         positions = self._positions()  # collective: every rank takes part
         if not self.cluster.is_main:
             return None
@@ -425,8 +447,13 @@ class Trainer:
         ema_values = {}
         if self.ema is not None:
             ema_values = {id(p): e for p, e in zip(self.ema.net_weight, self.ema.ema_weight)}
-        model_entries = [{"name": n, "data": ema_values.get(id(p), p)} for n, p in self.engine.parameters_and_names()]
-        ms.save_checkpoint(model_entries, os.path.join(tmp, MODEL_CKPT))
+        if self.adapters:
+            base = os.path.basename(str(self.cfg.train.checkpoint)) if self.cfg.train.checkpoint else "random"
+            save_adapters(os.path.join(tmp, LORA_FILE), self.adapters, self.unet, self.lora_settings, base, ema_values)
+        else:
+            model_entries = [{"name": n, "data": ema_values.get(id(p), p)}
+                             for n, p in self.engine.parameters_and_names()]
+            ms.save_checkpoint(model_entries, os.path.join(tmp, MODEL_CKPT))
         state = [{"name": "param." + p.name, "data": p} for p in self.params]
         state += [{"name": "optim." + n, "data": p} for n, p in optimizer_state(self.optimizer, self.param_ids)]
         if self.scaler is not None:
@@ -439,6 +466,7 @@ class Trainer:
                 "samples_seen": self.samples_seen, "overflow_steps": self.overflow_steps,
                 "skipped_videos": sum(p["skipped"] for p in positions), "data_positions": positions,
                 "trainable": str(self.cfg.train.trainable), "ema": self.ema is not None,
+                "lora": self.lora_settings.as_dict() if self.lora_settings else None,
                 "config": OmegaConf.to_container(self.cfg, resolve=True)}
         with open(os.path.join(tmp, STATE_JSON), "w") as f:
             json.dump(meta, f, indent=1)
@@ -475,7 +503,8 @@ class Trainer:
             meta = json.load(f)
         for key, mine in (("world_size", self.world_size), ("batch_size", self.batch_size),
                           ("grad_accum_steps", self.accum), ("seed", self.seed),
-                          ("trainable", str(self.cfg.train.trainable)), ("ema", self.ema is not None)):
+                          ("trainable", str(self.cfg.train.trainable)), ("ema", self.ema is not None),
+                          ("lora", self.lora_settings.as_dict() if self.lora_settings else None)):
             if meta.get(key) != mine:
                 raise CheckpointError(f"--resume: the checkpoint was written with {key}={meta.get(key)}, this run "
                                       f"has {key}={mine}; an exact continuation needs the same")
