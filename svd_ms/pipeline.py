@@ -16,6 +16,7 @@ from . import policy
 from .checkpoint import load_checkpoint_into
 from .errors import ConfigError, InputError, NonFiniteError
 from .models.diffusion import GuidedDenoiserStep
+from .modules.diffusionmodules import guiders, sampling
 from .util import instantiate_from_config
 
 DEFAULT_NUM_FRAMES = 14
@@ -143,9 +144,22 @@ class SVDInferPipeline:
             self.weights_info = load_checkpoint_into(self.engine, checkpoint)
         self.precision_decisions = policy.apply_precision(self.engine, amp_level)
         self.sampler = self.engine.sampler
-        self.guider = self.sampler.guider
+        self.guider = guiders.skip_unused_copies(self.sampler.guider)
         self.denoiser_step = GuidedDenoiserStep(self.engine, self.guider)
         self.last_timings: Dict[str, object] = {}
+
+    def use_sampler(self, sampler_config, num_steps: Optional[int] = None, skip_unused_copies: bool = True):
+        """Replace sampler and guider (an sgm `sampler_config`) without rebuilding the model.
+        `skip_unused_copies=False` keeps the unconditional batch even where guidance is 1."""
+        config = OmegaConf.create(OmegaConf.to_container(OmegaConf.create(sampler_config)))
+        guider_params = (config.params.get("guider_config", None) or {}).get("params", None)
+        if guider_params is not None and "max_scale" in guider_params:
+            guider_params.num_frames = self.num_frames
+        self.sampler = self.engine.sampler = instantiate_from_config(config)
+        self.num_steps = int(num_steps or config.params.get("num_steps", None) or self.num_steps)
+        guider = self.sampler.guider
+        self.guider = guiders.skip_unused_copies(guider) if skip_unused_copies else guider
+        self.denoiser_step = GuidedDenoiserStep(self.engine, self.guider)
 
     # ---- conditioning -------------------------------------------------------------------
     def _batch(self, image: np.ndarray, cond_noise: np.ndarray) -> Dict:
@@ -174,7 +188,7 @@ class SVDInferPipeline:
         return c, uc
 
     # ---- sampling ------------------------------------------------------------------------
-    def sample_latents(self, c, uc, latent_noise: np.ndarray, rng: np.random.Generator,
+    def sample_latents(self, c, uc, latent_noise: np.ndarray, noise,
                        on_step: Optional[Callable] = None):
         cond = self.guider.prepare_cond(c, uc)
         ioi = Tensor(np.zeros((self.guider.num_copies, self.num_frames), np.float32))
@@ -193,17 +207,21 @@ class SVDInferPipeline:
             if on_step is not None:
                 on_step(i)
         callback.last = time.perf_counter()
-        z = self.sampler(denoise, Tensor(latent_noise), self.num_steps, rng, callback)
+        z = self.sampler(denoise, Tensor(latent_noise), self.num_steps, noise, callback)
         return z, step_times
 
-    def __call__(self, image, seed: Optional[int] = None, latent_noise=None, cond_noise=None, progress: bool = False):
+    def __call__(self, image, seed: Optional[int] = None, latent_noise=None, cond_noise=None, progress: bool = False,
+                 sampler_noise=None):
         """Returns float32 (T, 3, H, W) in [0, 1]."""
-        return self.generate(image, seed, latent_noise, cond_noise, progress)["video"]
+        return self.generate(image, seed, latent_noise, cond_noise, progress, sampler_noise)["video"]
 
     def generate(self, image, seed: Optional[int] = None, latent_noise=None, cond_noise=None,
-                 progress: bool = False) -> Dict[str, np.ndarray]:
+                 progress: bool = False, sampler_noise=None) -> Dict[str, np.ndarray]:
         """Like __call__, but also returns the intermediates: 'latents' (sampled, scaled) and
-        'frames' (decoded, in [-1, 1] before clamping) next to 'video'."""
+        'frames' (decoded, in [-1, 1] before clamping) next to 'video'.
+
+        sampler_noise: float32 (K, T, 4, H/8, W/8), the K noise draws the sampler makes, in
+        upstream's order (its torch.randn_like calls); default: drawn from the seed."""
         start = time.perf_counter()
         image = image_to_array(image)
         _, _, h, w = image.shape
@@ -221,11 +239,18 @@ class SVDInferPipeline:
             raise InputError(f"latent_noise must have shape {(t, 4, h // 8, w // 8)}, got {latent_noise.shape}")
         if cond_noise.shape != image.shape:
             raise InputError(f"cond_noise must have shape {image.shape}, got {cond_noise.shape}")
+        noise = sampling.noise_from_rng(rng)
+        if sampler_noise is not None:
+            draws = (self.sampler.num_noise_draws(self.num_steps),) + latent_noise.shape
+            sampler_noise = np.asarray(sampler_noise, np.float32)
+            if sampler_noise.shape != draws:
+                raise InputError(f"sampler_noise must have shape {draws} for this sampler, got {sampler_noise.shape}")
+            noise = sampling.noise_from_draws(sampler_noise)
 
         bars = _progress_bars(progress, self.num_steps, -(-t // self.decode_chunk_size))
         c, uc = self.conditioning(image, cond_noise)
         t_cond = time.perf_counter()
-        z, step_times = self.sample_latents(c, uc, latent_noise, rng, on_step=lambda i: bars[0].update(1))
+        z, step_times = self.sample_latents(c, uc, latent_noise, noise, on_step=lambda i: bars[0].update(1))
         t_sample = time.perf_counter()
         frames = self.engine.decode_first_stage(z, self.decode_chunk_size, callback=lambda i, x: bars[1].update(1))
         _check_finite(frames, "decoded frames")
