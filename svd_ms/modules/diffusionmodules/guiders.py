@@ -12,6 +12,8 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
 
+from ...errors import ConfigError
+
 GUIDED_KEYS = ("vector", "crossattn", "concat")
 PERIOD_FUSINGS = ("mean", "multiply", "max")
 
@@ -121,9 +123,9 @@ class TrianglePredictionGuider(LinearPredictionGuider):
         super().__init__(max_scale, num_frames, min_scale, additional_cond_keys)
         periods = [float(period)] if isinstance(period, (int, float)) else [float(p) for p in period]
         if not periods or any(p <= 0 for p in periods):
-            raise ValueError(f"period must be a positive number or a non-empty list of them, got {period}")
+            raise ConfigError(f"period must be a positive number or a non-empty list of them, got {period}")
         if period_fusing not in PERIOD_FUSINGS:
-            raise ValueError(f"period_fusing must be one of {PERIOD_FUSINGS}, got '{period_fusing}'")
+            raise ConfigError(f"period_fusing must be one of {PERIOD_FUSINGS}, got '{period_fusing}'")
         values = torch_linspace(0.0, 1.0, num_frames)
         waves = [triangle_wave(values, p) for p in periods]
         if period_fusing == "mean":
@@ -149,7 +151,7 @@ class TrapezoidPredictionGuider(LinearPredictionGuider):
         super().__init__(max_scale, num_frames, min_scale, additional_cond_keys)
         edge = int(num_frames * edge_perc)
         if edge < 0 or 2 * edge > num_frames:
-            raise ValueError(f"edge_perc must be between 0 and 0.5, got {edge_perc}")
+            raise ConfigError(f"edge_perc must be between 0 and 0.5, got {edge_perc}")
         rise = torch_linspace(min_scale, max_scale, edge) if edge else np.zeros((0,), np.float32)
         self.edge_perc = edge_perc
         self.set_frame_scales(np.concatenate([rise, np.ones(num_frames - 2 * edge, np.float32), rise[::-1]]))
