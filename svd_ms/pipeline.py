@@ -124,6 +124,8 @@ class SVDInferPipeline:
         network_params = model_params.network_config.params
         network_params.attention = attention
         network_params.ff_chunk_size = ff_chunk_size
+        # The VAE halves the size 3 times, each UNet level but the last once more.
+        self.size_multiple = 8 * 2 ** (len(network_params.get("channel_mult", [1, 2, 4, 4])) - 1)
 
         self.fps = fps
         self.motion_bucket_id = motion_bucket_id
@@ -225,8 +227,8 @@ class SVDInferPipeline:
         start = time.perf_counter()
         image = image_to_array(image)
         _, _, h, w = image.shape
-        if h % 64 or w % 64:
-            raise InputError(f"image height and width must be multiples of 64, got {h}x{w}")
+        if h % self.size_multiple or w % self.size_multiple:
+            raise InputError(f"image height and width must be multiples of {self.size_multiple}, got {h}x{w}")
         rng = np.random.default_rng(seed)
         t = self.num_frames
         if cond_noise is None:
