@@ -148,6 +148,9 @@ class SVDInferPipeline:
         self.sampler = self.engine.sampler
         self.guider = guiders.skip_unused_copies(self.sampler.guider)
         self.denoiser_step = GuidedDenoiserStep(self.engine, self.guider)
+        # One compiled step per way of combining the copies; keeping them also keeps MindSpore's
+        # graph caches from meeting a reused object id.
+        self._denoiser_steps = {self.guider.combination_key(): self.denoiser_step}
         self.last_timings: Dict[str, object] = {}
 
     def use_sampler(self, sampler_config, num_steps: Optional[int] = None, skip_unused_copies: bool = True):
@@ -160,8 +163,12 @@ class SVDInferPipeline:
         self.sampler = self.engine.sampler = instantiate_from_config(config)
         self.num_steps = int(num_steps or config.params.get("num_steps", None) or self.num_steps)
         guider = self.sampler.guider
-        self.guider = guiders.skip_unused_copies(guider) if skip_unused_copies else guider
-        self.denoiser_step = GuidedDenoiserStep(self.engine, self.guider)
+        guider = guiders.skip_unused_copies(guider) if skip_unused_copies else guider
+        key = guider.combination_key()
+        if key not in self._denoiser_steps:
+            self._denoiser_steps[key] = GuidedDenoiserStep(self.engine, guider)
+        self.denoiser_step = self._denoiser_steps[key]
+        self.guider = self.denoiser_step.guider
 
     # ---- conditioning -------------------------------------------------------------------
     def _batch(self, image: np.ndarray, cond_noise: np.ndarray) -> Dict:

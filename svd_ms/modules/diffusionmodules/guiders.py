@@ -46,10 +46,16 @@ class Guider(nn.Cell):
         """Uncond first, then cond, for the keys that differ between the two."""
         return {k: ops.cat((uc[k], c[k]), 0) if k in self.guided_keys else c[k] for k in c}
 
-    def is_identity(self) -> bool:
-        """True when the combination returns the conditional copy: the unconditional half of
-        the batch would be computed for nothing."""
-        return False
+    # True when the combination returns the conditional copy: the unconditional half of the batch
+    # would be computed for nothing. A plain attribute, not a method: MindSpore's graph parser has
+    # been seen resolving `guider(...)` to another bound method of a guider created earlier.
+    unguided = False
+
+    def combination_key(self) -> tuple:
+        """Equal for guiders that combine the copies identically (one compiled step serves them)."""
+        scales = getattr(self, "frame_scales", getattr(self, "scale", None))
+        scales = tuple(np.asarray(scales, np.float32).ravel().tolist()) if scales is not None else None
+        return type(self).__name__, self.num_copies, self.guided_keys, getattr(self, "num_frames", None), scales
 
 
 class IdentityGuider(Guider):
@@ -58,24 +64,21 @@ class IdentityGuider(Guider):
     def prepare_cond(self, c: Dict, uc: Dict) -> Dict:
         return dict(c)
 
+    unguided = True
+
     def construct(self, x, sigma):
         return x
-
-    def is_identity(self) -> bool:
-        return True
 
 
 class VanillaCFG(Guider):
     def __init__(self, scale: float):
         super().__init__()
         self.scale = scale
+        self.unguided = float(scale) == 1.0
 
     def construct(self, x, sigma):
         x_u, x_c = ops.chunk(ops.cast(x, ms.float32), 2, axis=0)
         return x_u + self.scale * (x_c - x_u)
-
-    def is_identity(self) -> bool:
-        return float(self.scale) == 1.0
 
 
 class LinearPredictionGuider(Guider):
@@ -92,9 +95,7 @@ class LinearPredictionGuider(Guider):
     def set_frame_scales(self, scales: np.ndarray):
         self.frame_scales = np.asarray(scales, np.float32)
         self.scale = Tensor(self.frame_scales[None], ms.float32)
-
-    def is_identity(self) -> bool:
-        return bool(np.all(self.frame_scales == 1.0))
+        self.unguided = bool(np.all(self.frame_scales == 1.0))
 
     def construct(self, x, sigma):
         x_u, x_c = ops.chunk(ops.cast(x, ms.float32), 2, axis=0)
@@ -160,6 +161,6 @@ class TrapezoidPredictionGuider(LinearPredictionGuider):
 def skip_unused_copies(guider: Guider) -> Guider:
     """The guider a denoiser step should run: an IdentityGuider (one copy, conditional batch only)
     when `guider` would return the conditional prediction anyway, else `guider` itself."""
-    if guider.num_copies > 1 and guider.is_identity():
+    if guider.num_copies > 1 and guider.unguided:
         return IdentityGuider()
     return guider

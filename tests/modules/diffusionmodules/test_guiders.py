@@ -94,3 +94,4 @@ def test_skip_unused_copies(guider, skipped):
     step_guider = G.skip_unused_copies(guider)
     assert (step_guider.num_copies == 1) == skipped
     assert (step_guider is guider) == (not skipped or guider.num_copies == 1)
+    assert step_guider.unguided == skipped
