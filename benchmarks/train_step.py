@@ -68,10 +68,11 @@ def child(args):
     """Runs in the child process: one variant, prints one JSON line."""
     import numpy as np
 
-    from svd_ms.training.trainer import Trainer, load_train_config, setup_mindspore
+    from svd_ms.runtime import setup_device
+    from svd_ms.training.trainer import Trainer, load_train_config
 
     ref = _ref_dir()
-    setup_mindspore()
+    setup_device("CPU", mode=1)
     variant = dict(VARIANTS[args.variant])
     if "lora" in variant:
         variant["lora"] = {**variant["lora"], "rank": args.lora_rank}

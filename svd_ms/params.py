@@ -9,8 +9,16 @@ from . import policy
 from .errors import ParamError, SVDError
 
 # What needs a new model (rebuilding the pipeline); everything else can change per call.
-MODEL_FIELDS = ("config", "checkpoint", "amp_level", "attention", "ff_chunk_size", "lora")
+MODEL_FIELDS = ("config", "checkpoint", "amp_level", "attention", "ff_chunk_size", "lora", "unet_weights")
+SAMPLING_OPTION_FIELDS = ("sampler", "sampler_params", "guider", "min_guidance_scale", "max_guidance_scale")
 NO_CHECKPOINT = ("", "random", "none", "null")
+# A plain EDM sampler with a per-frame guider: sampling options are validated against it.
+_REFERENCE_SAMPLER = {
+    "target": "sgm.modules.diffusionmodules.sampling.EulerEDMSampler",
+    "params": {"discretization_config": {"target": "sgm.modules.diffusionmodules.discretizer.EDMDiscretization"},
+               "guider_config": {"target": "sgm.modules.diffusionmodules.guiders.LinearPredictionGuider",
+                                 "params": {"min_scale": 1.0, "max_scale": 2.5, "num_frames": 14}}},
+}
 # More steps than the 1000 noise levels the models were trained on gain nothing.
 MAX_STEPS = 1000
 # A chain is sampled clip after clip; a thousand clips is hours of video and days of compute.
@@ -50,6 +58,19 @@ class SVDParams:
         attention: attention implementation: auto (flash on Ascend, math elsewhere), math or flash.
         ff_chunk_size: run feed-forward layers in chunks of this many tokens to save memory
             (unset: no chunking).
+        sampler: the sampler by name: euler, euler_ancestral, heun, dpmpp_2s_ancestral, dpmpp_2m,
+            lms, or lcm (AnimateLCM-SVD's consistency sampler: its sigma grid, 4 steps and guidance
+            1.0 to 1.2 unless given; use with AnimateLCM weights, see unet_weights). Unset: the
+            config's sampler.
+        sampler_params: the sampler's own parameters, e.g. {s_churn: 1.0, s_noise: 1.003} (euler,
+            heun), {eta: 1.0, s_noise: 1.0} (ancestral), {order: 4} (lms).
+        guider: linear, triangle, trapezoid, vanilla or none (unset: the config's).
+        min_guidance_scale: guidance on the first frame (linear) or at the edges (triangle,
+            trapezoid); unset: the config's.
+        max_guidance_scale: guidance on the last frame / the peak; the one scale of vanilla.
+            With guidance 1 on every frame, or guider none, each step runs the UNet once.
+        unet_weights: a UNet-only file or folder in the diffusers layout (e.g. AnimateLCM-SVD-xt's
+            unet) loaded over the checkpoint's UNet.
         lora: LoRA adapter files merged into the UNet once at load, each 'PATH' or 'PATH:SCALE'
             (scale 1 by default, 0 = the base model exactly); several allowed. PEFT/diffusers and
             kohya namings are read.
@@ -70,6 +91,12 @@ class SVDParams:
     amp_level: str = "O0"
     attention: str = "auto"
     ff_chunk_size: Optional[int] = None
+    sampler: Optional[str] = None
+    sampler_params: Optional[Dict[str, float]] = None
+    guider: Optional[str] = None
+    min_guidance_scale: Optional[float] = None
+    max_guidance_scale: Optional[float] = None
+    unet_weights: Optional[str] = None
     lora: Optional[Union[str, List[str]]] = None
     num_clips: int = 1
     strength: Optional[float] = None
@@ -92,6 +119,7 @@ class SVDParams:
         self._check_choice("amp_level", policy.AMP_LEVELS)
         self._check_choice("attention", policy.ATTENTION_CHOICES)
         self._check_lora()
+        self._check_sampling_options()
         self._check_files()
 
     def _check_int(self, name: str, low: int, high: Optional[int], optional: bool = False):
@@ -105,6 +133,23 @@ class SVDParams:
     def _check_choice(self, name: str, choices):
         if getattr(self, name) not in choices:
             raise ParamError(name, f"{name}={getattr(self, name)!r} is not one of {', '.join(choices)}")
+
+    def _check_sampling_options(self):
+        options = self.sampling_options()
+        if not options:
+            return
+        from .errors import InputError
+        from .sampling_options import apply_sampling_options
+        try:  # names and values; what depends on the model's own sampler is checked when it is built
+            apply_sampling_options(_REFERENCE_SAMPLER, **options)
+        except InputError as exc:
+            field = next((f for f in SAMPLING_OPTION_FIELDS if f in str(exc)), "sampler")
+            message = str(exc) if str(exc).startswith(field) else f"{field}: {exc}"
+            raise ParamError(field, message) from None
+
+    def sampling_options(self) -> Dict[str, Any]:
+        """The sampler and guidance options that were given (see svd_ms.sampling_options)."""
+        return {f: getattr(self, f) for f in SAMPLING_OPTION_FIELDS if getattr(self, f) is not None}
 
     def _check_lora(self):
         if self.lora is None:
@@ -126,6 +171,8 @@ class SVDParams:
                                  "(or configs/demo/tiny_random.yaml for the untrained demo)")
             if not os.path.isfile(self.config):
                 raise ParamError("config", f"config {self.config!r} does not exist")
+        if self.unet_weights is not None and not os.path.exists(self.unet_weights):
+            raise ParamError("unet_weights", f"unet_weights {self.unet_weights!r} does not exist")
         if self.checkpoint is not None:
             from .checkpoint import engine_checkpoint_format
             try:

@@ -12,6 +12,7 @@ Two uses beyond one clip from one image:
   by `strength`, and sampled back from there (`sample_from_step`).
 """
 import copy
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -27,8 +28,10 @@ from .checkpoint import load_checkpoint_into
 from .errors import ConfigError, GenerationCancelled, InputError, NonFiniteError, ParamError
 from .media import image_to_array, load_video, video_to_array
 from .models.diffusion import GuidedDenoiserStep
+from .modules.diffusionmodules import guiders, sampling
 from .params import DEFAULT_STRENGTH, MODEL_FIELDS, SVDParams
 from .precision import apply_precision
+from .sampling_options import apply_sampling_options
 from .runtime.budget import available_host_bytes, check_fits, estimate_generation_bytes
 from .util import instantiate_from_config, load_config
 
@@ -116,36 +119,20 @@ def video_to_video_start(num_steps: int, strength: float) -> int:
     return num_steps - steps_run
 
 
-def sample_from_step(sampler, denoise: Callable, noise, num_steps: int, start_index: int, clean_latents, rng,
-                     callback: Optional[Callable] = None):
+def sample_from_step(sampler, denoise: Callable, unit_noise, num_steps: int, start_index: int, clean_latents,
+                     noise: Callable, callback: Optional[Callable] = None):
     """Sample from schedule index `start_index` on: the one place that starts a sampler part-way.
 
-    start_index 0: the sampler's own loop from pure noise (exactly image-to-video). Otherwise the
+    start_index 0: the sampler's own run from pure noise (exactly image-to-video). Otherwise the
     clean latents are noised to sigma = sigmas[start_index] (x = clean + sigma * noise) and the
-    steps start_index .. num_steps - 1 of the full schedule are run, churn included (its gamma
-    uses the full schedule's length, as the uncut run would). Uses only the sampler's public
-    pieces: `sigmas(num_steps)`, `gamma`, `s_noise` and the step function `euler_edm_step`.
+    sampler's function runs over the rest of the schedule; every sampler takes any schedule, so
+    every sampler can start part-way (churn, where configured, is sized to the shorter schedule).
     callback(i, x, denoised) counts the steps run from 0."""
     if start_index == 0:
-        return sampler(denoise, noise, num_steps, rng, callback)
-    # Imported here: only this part-way loop depends on the Euler EDM step's signature.
-    from .modules.diffusionmodules.sampling import euler_edm_step
-    if not hasattr(sampler, "gamma"):
-        raise ConfigError(f"video-to-video with strength < 1 needs an Euler EDM sampler; {type(sampler).__name__} "
-                          f"cannot start part-way down its schedule")
+        return sampler(denoise, unit_noise, num_steps, noise, callback)
     sigmas = sampler.sigmas(num_steps)
-    x = ops.cast(clean_latents, ms.float32) + ops.cast(noise, ms.float32) * float(sigmas[start_index])
-    for i in range(start_index, len(sigmas) - 1):
-        sigma, next_sigma = float(sigmas[i]), float(sigmas[i + 1])
-        gamma = sampler.gamma(sigma, len(sigmas))
-        churn = None
-        if gamma > 0:
-            rng = rng or np.random.default_rng()
-            churn = Tensor(rng.standard_normal(x.shape).astype(np.float32))
-        x, denoised = euler_edm_step(denoise, x, sigma, next_sigma, gamma, churn, sampler.s_noise)
-        if callback is not None:
-            callback(i - start_index, x, denoised)
-    return x
+    x = ops.cast(clean_latents, ms.float32) + ops.cast(unit_noise, ms.float32) * float(sigmas[start_index])
+    return type(sampler).sample_fn(denoise, x, sigmas[start_index:], noise, callback, **sampler.params())
 
 
 def _check_finite(x, stage: str):
@@ -154,17 +141,21 @@ def _check_finite(x, stage: str):
 
 
 class _Sampling:
-    """The sampler, guider and compiled denoiser step for one clip length (per-frame guiders are
-    sized to the clip, as upstream's sampling script does)."""
+    """The sampler and guider for one sampler config and clip length (per-frame guiders are sized
+    to the clip, as upstream's sampling script does), and the compiled denoiser step that runs
+    them. Where every guidance scale is 1 the guider is replaced by the conditional-only one, so
+    each step runs the UNet once instead of twice."""
 
-    def __init__(self, engine, sampler_config: Dict, num_frames: int):
+    def __init__(self, sampler_config: Dict, num_frames: int, skip_unused_copies: bool, denoiser_step):
         config = copy.deepcopy(sampler_config)
         guider_params = ((config.get("params") or {}).get("guider_config") or {}).get("params")
         if guider_params and "max_scale" in guider_params:
             guider_params["num_frames"] = num_frames
         self.sampler = instantiate_from_config(config)
-        self.guider = self.sampler.guider
-        self.denoiser_step = GuidedDenoiserStep(engine, self.guider)
+        guider = self.sampler.guider
+        guider = guiders.skip_unused_copies(guider) if skip_unused_copies else guider
+        self.denoiser_step = denoiser_step(guider)
+        self.guider = self.denoiser_step.guider
 
 
 class SVDInferPipeline:
@@ -216,12 +207,18 @@ class SVDInferPipeline:
             self.weights_info = {"random": True}
         else:
             self.weights_info = load_checkpoint_into(self.engine, params.checkpoint)
+        if params.unet_weights:
+            from .unet_weights import load_unet_weights
+            self.weights_info = dict(self.weights_info, unet_weights=load_unet_weights(self.engine, params.unet_weights))
         if params.lora:
             from .lora import merge_lora
             self.weights_info = dict(self.weights_info, lora=merge_lora(self.engine, params.lora))
-        self._sampling: Dict[int, _Sampling] = {}
-        default = self.sampling_for(self.num_frames)
-        self.sampler, self.guider, self.denoiser_step = default.sampler, default.guider, default.denoiser_step
+        # The VAE halves the size 3 times, each UNet level but the last once more.
+        self.size_multiple = 8 * 2 ** (len(network_params.get("channel_mult", [1, 2, 4, 4])) - 1)
+        self._skip_unused_copies = True
+        self._sampling: Dict[tuple, _Sampling] = {}
+        self._denoiser_steps: Dict[tuple, GuidedDenoiserStep] = {}
+        self._refresh_default_sampling()
 
     # ---- settings ---------------------------------------------------------------------------
     @property
@@ -245,7 +242,8 @@ class SVDInferPipeline:
         for this model (unset values take the model's defaults)."""
         t = params.num_frames or self.default_num_frames
         aug = params.noise_aug_strength
-        return {"num_frames": t, "num_steps": params.num_steps or self.default_num_steps,
+        config_steps = (self.sampler_config(params).get("params") or {}).get("num_steps")
+        return {"num_frames": t, "num_steps": params.num_steps or config_steps or self.default_num_steps,
                 "decode_chunk_size": params.decode_chunk_size or t,
                 "noise_aug_strength": self.default_noise_aug_strength if aug is None else aug}
 
@@ -257,17 +255,54 @@ class SVDInferPipeline:
             raise ParamError(fixed[0], f"{', '.join(fixed)} cannot change per call; build a new pipeline")
         return self.params.replace(**overrides) if overrides else self.params
 
-    def check_memory(self, num_frames: int, height: int, width: int, decode_chunk_size: int) -> None:
+    def check_memory(self, num_frames: int, height: int, width: int, decode_chunk_size: int,
+                     params: Optional[SVDParams] = None) -> None:
         """Refuse, before allocating anything, a run the host cannot hold (see runtime.budget)."""
         channels = int(self.engine.model.diffusion_model.model_channels)
         estimate = estimate_generation_bytes(num_frames, height, width, min(decode_chunk_size, num_frames),
-                                             channels, self.sampling_for(num_frames).guider.num_copies)
+                                             channels, self.sampling_for(num_frames, params).guider.num_copies)
         check_fits(estimate, available_host_bytes(), f"{num_frames} frames of {width}x{height}")
 
-    def sampling_for(self, num_frames: int) -> _Sampling:
-        if num_frames not in self._sampling:
-            self._sampling[num_frames] = _Sampling(self.engine, self._sampler_config, num_frames)
-        return self._sampling[num_frames]
+    def sampler_config(self, params: Optional[SVDParams] = None) -> Dict:
+        """The sgm sampler_config a run of `params` uses: the model config's, with the sampler and
+        guidance options of `params` applied over it (svd_ms.sampling_options)."""
+        params = params or self.params
+        options = params.sampling_options()
+        if not options:
+            return self._sampler_config
+        return apply_sampling_options(self._sampler_config, **options)
+
+    def sampling_for(self, num_frames: int, params: Optional[SVDParams] = None) -> _Sampling:
+        params = params or self.params
+        key = (json.dumps(params.sampling_options(), sort_keys=True), num_frames)
+        if key not in self._sampling:
+            self._sampling[key] = _Sampling(self.sampler_config(params), num_frames, self._skip_unused_copies,
+                                            self._denoiser_step_for)
+        return self._sampling[key]
+
+    def _denoiser_step_for(self, guider) -> GuidedDenoiserStep:
+        """One compiled step per way of combining the copies: MindSpore's graph parser has been seen
+        resolving `guider(...)` to a method of an earlier guider when a step's guider is swapped."""
+        key = guider.combination_key()
+        if key not in self._denoiser_steps:
+            self._denoiser_steps[key] = GuidedDenoiserStep(self.engine, guider)
+        return self._denoiser_steps[key]
+
+    def _refresh_default_sampling(self) -> None:
+        default = self.sampling_for(self.num_frames)
+        self.sampler, self.guider, self.denoiser_step = default.sampler, default.guider, default.denoiser_step
+
+    def use_sampler(self, sampler_config, num_steps: Optional[int] = None, skip_unused_copies: bool = True) -> None:
+        """Make an sgm `sampler_config` this pipeline's default sampler and guider, without rebuilding
+        the model. `skip_unused_copies=False` keeps the unconditional batch even where guidance is 1."""
+        config = OmegaConf.to_container(OmegaConf.create(sampler_config), resolve=True)
+        steps = num_steps or (config.get("params") or {}).get("num_steps")
+        self._sampler_config = config
+        self._skip_unused_copies = skip_unused_copies
+        self._sampling.clear()
+        if steps:
+            self.params = self.params.replace(num_steps=int(steps))
+        self._refresh_default_sampling()
 
     # ---- conditioning -------------------------------------------------------------------------
     def _batch(self, image: np.ndarray, cond_noise: np.ndarray, params: SVDParams, camera: Optional[Dict]) -> Dict:
@@ -303,12 +338,13 @@ class SVDInferPipeline:
         return c, uc
 
     # ---- sampling and decoding ----------------------------------------------------------------
-    def sample_latents(self, c, uc, latent_noise: np.ndarray, rng: np.random.Generator, num_steps: int,
-                       callback: Optional[Callable] = None, start_index: int = 0, clean_latents=None):
+    def sample_latents(self, c, uc, latent_noise: np.ndarray, noise: Callable, num_steps: int,
+                       callback: Optional[Callable] = None, start_index: int = 0, clean_latents=None,
+                       params: Optional[SVDParams] = None):
         """Sampled latents and the wall time of each step run. With `start_index` > 0 only the last
         num_steps - start_index steps run, from `clean_latents` noised (video-to-video)."""
         t = latent_noise.shape[0]
-        parts = self.sampling_for(t)
+        parts = self.sampling_for(t, params)
         cond = parts.guider.prepare_cond(c, uc)
         ioi = Tensor(np.zeros((parts.guider.num_copies, t), np.float32))
         concat, crossattn, vector = cond.get("concat"), cond.get("crossattn"), cond.get("vector")
@@ -328,7 +364,7 @@ class SVDInferPipeline:
             _notify(callback, StepInfo("sampling", i, steps_run, float(sigmas[start_index + i + 1]), x))
 
         z = sample_from_step(parts.sampler, denoise, Tensor(latent_noise), num_steps, start_index, clean_latents,
-                             rng, on_step)
+                             noise, on_step)
         return z, step_times
 
     def encode_video(self, frames: np.ndarray, chunk_size: Optional[int] = None):
@@ -358,7 +394,7 @@ class SVDInferPipeline:
 
     def generate(self, image=None, seed: Optional[int] = None, latent_noise=None, cond_noise=None,
                  progress: bool = False, callback: Optional[Callable[[StepInfo], Optional[bool]]] = None,
-                 output_type: str = "video", elevations_deg=None, azimuths_deg=None, video=None,
+                 output_type: str = "video", elevations_deg=None, azimuths_deg=None, video=None, sampler_noise=None,
                  finished_clips: Optional[Sequence[ClipResult]] = None,
                  clip_callback: Optional[Callable[[ClipResult], None]] = None, **overrides) -> VideoResult:
         """Generate one video from `image` (a path, PIL image, uint8 HxWx3 array or float array in
@@ -371,6 +407,9 @@ class SVDInferPipeline:
             stops the run with GenerationCancelled.
         output_type: 'video', or 'latent' to stop after sampling (decode later with `decode_latents`).
         elevations_deg, azimuths_deg: the camera path of an sv3d_p model (see sv3d.camera_path).
+        sampler_noise: float32 (K, T, 4, H/8, W/8), the K noise draws the sampler makes, in
+            upstream's order (its torch.randn_like calls); default: drawn from the seed after the
+            conditioning and latent noise.
         video: video-to-video: the input clip, a path or T frames (uint8 (T, H, W, 3) or float
             (T, 3, H, W) in [-1, 1]); it is encoded, noised `strength` of the way up the schedule
             and sampled back. `image` is then optional: the conditioning image, else the first frame.
@@ -398,14 +437,14 @@ class SVDInferPipeline:
             if output_type != "video":
                 raise InputError("chained clips need their frames (each clip starts from the previous one's last "
                                  "frame): output_type must be 'video'")
-            if latent_noise is not None or cond_noise is not None:
-                raise InputError("latent_noise and cond_noise fix one clip's noise; a chain draws each clip's "
+            if latent_noise is not None or cond_noise is not None or sampler_noise is not None:
+                raise InputError("latent_noise, cond_noise and sampler_noise fix one clip's noise; a chain draws each clip's "
                                  "noise from its seed")
             return self._generate_chain(image, seed, params, sizes, progress, callback, finished_clips,
                                         clip_callback)
         camera = sv3d.resolve_camera(self.input_keys, sizes["num_frames"], elevations_deg, azimuths_deg)
         return self._generate_clip(image, seed, params, sizes, latent_noise, cond_noise, progress, callback,
-                                   output_type, video, camera=camera)
+                                   output_type, video, camera=camera, sampler_noise=sampler_noise)
 
     def _require_motion_conditioning(self, feature: str) -> None:
         keys = set(self.engine.conditioner.input_keys)
@@ -416,7 +455,7 @@ class SVDInferPipeline:
 
     def _generate_clip(self, image, seed, params: SVDParams, sizes: Dict[str, int], latent_noise, cond_noise,
                        progress: bool, callback, output_type: str, video=None, clip: Tuple[int, int] = (0, 1),
-                       camera: Optional[Dict[str, np.ndarray]] = None):
+                       camera: Optional[Dict[str, np.ndarray]] = None, sampler_noise=None):
         start = time.perf_counter()
         t, num_steps = sizes["num_frames"], sizes["num_steps"]
         source = None
@@ -432,12 +471,12 @@ class SVDInferPipeline:
             raise InputError("an image is required (or a video, whose first frame conditions it)")
         image = image_to_array(image)
         _, _, h, w = image.shape
-        if h % 64 or w % 64:
-            raise InputError(f"image height and width must be multiples of 64, got {h}x{w}")
+        if h % self.size_multiple or w % self.size_multiple:
+            raise InputError(f"image height and width must be multiples of {self.size_multiple}, got {h}x{w}")
         if source is not None and source.shape[2:] != (h, w):
             raise InputError(f"the input video is {source.shape[3]}x{source.shape[2]} but the conditioning image is "
                              f"{w}x{h}; they must match")
-        self.check_memory(t, h, w, sizes["decode_chunk_size"])
+        self.check_memory(t, h, w, sizes["decode_chunk_size"], params)
         rng = np.random.default_rng(seed)
         if cond_noise is None:
             cond_noise = rng.standard_normal(image.shape).astype(np.float32)
@@ -449,6 +488,14 @@ class SVDInferPipeline:
             raise InputError(f"latent_noise must have shape {(t, 4, h // 8, w // 8)}, got {latent_noise.shape}")
         if cond_noise.shape != image.shape:
             raise InputError(f"cond_noise must have shape {image.shape}, got {cond_noise.shape}")
+        noise = sampling.noise_from_rng(rng)
+        if sampler_noise is not None:
+            sampler = self.sampling_for(t, params).sampler
+            draws = (sampler.num_noise_draws(num_steps),) + latent_noise.shape
+            sampler_noise = np.asarray(sampler_noise, np.float32)
+            if sampler_noise.shape != draws:
+                raise InputError(f"sampler_noise must have shape {draws} for this sampler, got {sampler_noise.shape}")
+            noise = sampling.noise_from_draws(sampler_noise)
         start_index, clean = 0, None
         if source is not None:
             strength = DEFAULT_STRENGTH if params.strength is None else params.strength
@@ -466,7 +513,8 @@ class SVDInferPipeline:
             t_encode = time.perf_counter()
             c, uc = self.conditioning(image, cond_noise, camera, params)
             t_cond = time.perf_counter()
-            z, step_times = self.sample_latents(c, uc, latent_noise, rng, num_steps, report, start_index, clean)
+            z, step_times = self.sample_latents(c, uc, latent_noise, noise, num_steps, report, start_index, clean,
+                                                params)
             t_sample = time.perf_counter()
             result = VideoResult(latents=z.asnumpy(), seed=seed, params=params, camera=camera)
             if output_type == "video":

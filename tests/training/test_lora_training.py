@@ -49,8 +49,8 @@ def write_video(path: Path, num_frames: int, seed: int, height: int = 80, width:
 
 @pytest.fixture(scope="module", autouse=True)
 def _mindspore():
-    from svd_ms.training.trainer import setup_mindspore
-    setup_mindspore()
+    from svd_ms.runtime import setup_device
+    setup_device("CPU", mode=1)
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,8 @@ VISION_ARCHS: Dict[str, Dict[str, int]] = {
     "ViT-T-14-test": dict(embed_dim=32, image_size=224, patch_size=14, width=64, layers=2, head_width=32),
 }
 ARCH_KEYS = ("embed_dim", "image_size", "patch_size", "width", "layers", "head_width")
+# open_clip's `-quickgelu` towers (and transformers' CLIPVisionConfig default) use x * sigmoid(1.702 x).
+OPTIONAL_ARCH_KEYS = ("quick_gelu",)
 
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
@@ -35,7 +37,13 @@ def resolve_arch(arch: Union[str, Dict]) -> Dict[str, int]:
     missing = [k for k in ARCH_KEYS if k not in arch]
     if missing:
         raise ValueError(f"OpenCLIP arch dict lacks {missing}")
-    return {k: int(arch[k]) for k in ARCH_KEYS}
+    unknown = [k for k in arch if k not in ARCH_KEYS + OPTIONAL_ARCH_KEYS]
+    if unknown:
+        raise ValueError(f"OpenCLIP arch dict has unknown keys {unknown}")
+    resolved = {k: int(arch[k]) for k in ARCH_KEYS}
+    if arch.get("quick_gelu"):
+        resolved["quick_gelu"] = True
+    return resolved
 
 
 # ---- preprocessing (host side, numpy) -------------------------------------------------------
@@ -131,11 +139,16 @@ class MultiheadSelfAttention(nn.Cell):
         return self.out_proj(scaled_dot_product_attention(q, k, v, self.heads, self.implementation))
 
 
+class QuickGELU(nn.Cell):
+    def construct(self, x):
+        return x * ops.sigmoid(1.702 * x)
+
+
 class Mlp(nn.Cell):
-    def __init__(self, width: int, hidden: int):
+    def __init__(self, width: int, hidden: int, quick_gelu: bool = False):
         super().__init__()
         self.c_fc = Linear(width, hidden)
-        self.gelu = GELU()
+        self.gelu = QuickGELU() if quick_gelu else GELU()
         self.c_proj = Linear(hidden, width)
 
     def construct(self, x):
@@ -143,12 +156,13 @@ class Mlp(nn.Cell):
 
 
 class ResidualAttentionBlock(nn.Cell):
-    def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0, attention: str = "auto"):
+    def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0, attention: str = "auto",
+                 quick_gelu: bool = False):
         super().__init__()
         self.ln_1 = LayerNorm(width)
         self.attn = MultiheadSelfAttention(width, heads, attention)
         self.ln_2 = LayerNorm(width)
-        self.mlp = Mlp(width, int(width * mlp_ratio))
+        self.mlp = Mlp(width, int(width * mlp_ratio), quick_gelu)
 
     def construct(self, x):
         x = x + self.attn(self.ln_1(x))
@@ -156,9 +170,9 @@ class ResidualAttentionBlock(nn.Cell):
 
 
 class Transformer(nn.Cell):
-    def __init__(self, width: int, layers: int, heads: int, attention: str = "auto"):
+    def __init__(self, width: int, layers: int, heads: int, attention: str = "auto", quick_gelu: bool = False):
         super().__init__()
-        self.resblocks = nn.CellList([ResidualAttentionBlock(width, heads, attention=attention)
+        self.resblocks = nn.CellList([ResidualAttentionBlock(width, heads, attention=attention, quick_gelu=quick_gelu)
                                       for _ in range(layers)])
 
     def construct(self, x):
@@ -170,7 +184,8 @@ class Transformer(nn.Cell):
 class VisionTransformer(nn.Cell):
     """Patch embedding, class token, pre-LN transformer, LN on the class token, projection."""
 
-    def __init__(self, embed_dim, image_size, patch_size, width, layers, head_width, attention: str = "auto"):
+    def __init__(self, embed_dim, image_size, patch_size, width, layers, head_width, attention: str = "auto",
+                 quick_gelu: bool = False):
         super().__init__()
         grid = image_size // patch_size
         self.image_size = image_size
@@ -179,7 +194,7 @@ class VisionTransformer(nn.Cell):
         self.positional_embedding = Parameter(initializer("zeros", (grid * grid + 1, width), ms.float32),
                                               name="positional_embedding")
         self.ln_pre = LayerNorm(width)
-        self.transformer = Transformer(width, layers, width // head_width, attention)
+        self.transformer = Transformer(width, layers, width // head_width, attention, quick_gelu)
         self.ln_post = LayerNorm(width)
         self.proj = Parameter(initializer("zeros", (width, embed_dim), ms.float32), name="proj")
 
