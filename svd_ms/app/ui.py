@@ -81,12 +81,27 @@ def _thumbnail(img):
 
 
 # ---- sampler and guidance controls -----------------------------------------------------------
-# PLACE FOR THE SAMPLING OPTIONS (the sampling issue): svd_ms/sampling_options.py will describe the
-# samplers and guiders a config can use. When it lands, build their controls in
-# `sampling_controls()` (return {SVDParams field name: component}) and they flow, by field name,
-# into the overrides of each request (`_overrides`); nothing else on the page needs to change.
+CONFIG_DEFAULT = "(the config's)"
+
+
 def sampling_controls(info: PageInfo) -> Dict[str, Any]:
-    return {}
+    """{SVDParams field name: component} for the sampler and guidance options; empty or
+    CONFIG_DEFAULT values keep the model config's own."""
+    from ..sampling_options import GUIDERS, SAMPLERS
+    with gr.Row():
+        controls = {
+            "sampler": gr.Dropdown([CONFIG_DEFAULT, *SAMPLERS], value=CONFIG_DEFAULT, label="Sampler",
+                                   elem_id="sampler", info="lcm: AnimateLCM's 4-step sampler (needs its weights)"),
+            "guider": gr.Dropdown([CONFIG_DEFAULT, *GUIDERS], value=CONFIG_DEFAULT, label="Guidance",
+                                  elem_id="guider", info="none: no guidance, one UNet pass per step"),
+            "min_guidance_scale": gr.Number(label="Min guidance scale", value=None, elem_id="min_guidance"),
+            "max_guidance_scale": gr.Number(label="Max guidance scale", value=None, elem_id="max_guidance"),
+        }
+    return controls
+
+
+def _option(value):
+    return None if value in (None, "", CONFIG_DEFAULT) else value
 
 
 def _overrides(frames, steps, motion, fps, noise, chunk, extra: Dict[str, Any]) -> Dict[str, Any]:
@@ -97,7 +112,7 @@ def _overrides(frames, steps, motion, fps, noise, chunk, extra: Dict[str, Any]) 
     for key in ("motion_bucket_id", "fps", "noise_aug_strength"):
         if values[key] is None:
             raise ParamError(key, f"{key} is empty: give a value")
-    values.update(extra)
+    values.update({name: _option(value) for name, value in extra.items()})
     return values
 
 
