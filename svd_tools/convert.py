@@ -175,6 +175,18 @@ def _plan_diffusers(folder, sources, cfg, expected):
 # ----------------------------------------------------------------------------- conversion
 
 
+def _with_unet_from(items: List[Item], unet_file: str, expected, opened: list) -> List[Item]:
+    """`items` with every UNet parameter taken from a diffusers-layout UNet-only file instead,
+    checked name by name and shape by shape first (one line naming the first misfit)."""
+    from svd_ms.unet_weights import UNET_PREFIX, plan_unet_weights
+    unet = open_file_source(unet_file)
+    opened.append(unet)
+    infos = {key: unet.info(key) for key in unet.keys()}
+    places = plan_unet_weights({key: tuple(shape) for key, (shape, _) in infos.items()}, expected, unet_file)
+    kept = [it for it in items if not it.name.startswith(UNET_PREFIX)]
+    return kept + [Item(target, tuple(infos[key][0]), infos[key][1], ((unet, key),)) for key, target in places.items()]
+
+
 def _convert_array(array: np.ndarray, target) -> np.ndarray:
     if target is None or not np.issubdtype(array.dtype, np.floating) or array.dtype == target:
         return array
@@ -250,6 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: keep)",
     )
     p.add_argument(
+        "--unet_weights",
+        metavar="PATH",
+        default=None,
+        help="a UNet-only .safetensors in the diffusers layout (a file, a unet/ folder or a pipeline folder; "
+        "e.g. AnimateLCM-SVD-xt's) that replaces the UNet of --pt_weights_file: one merged checkpoint, "
+        "<name>_<unet name>.ckpt",
+    )
+    p.add_argument(
         "--force",
         action="store_true",
         help="replace an existing output file; without it an existing output is never touched",
@@ -257,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def convert(pt_weights_file: str, config: str, out_dir: str, dtype: str = "keep", force: bool = False, log=print):
+def convert(pt_weights_file: str, config: str, out_dir: str, dtype: str = "keep", force: bool = False, log=print,
+            unet_weights: Optional[str] = None):
     """Convert and return a summary dict.  Raises an SVDError (ConvertError, ConfigError,
     CheckpointError) with a one-line message for anything a user can get wrong."""
     started = time.time()
@@ -271,6 +292,12 @@ def convert(pt_weights_file: str, config: str, out_dir: str, dtype: str = "keep"
         raise ConvertError(f"--out_dir {out_dir} exists and is not a directory")
     is_folder = os.path.isdir(src_path)
     stem = os.path.basename(src_path.rstrip(os.sep)) if is_folder else os.path.splitext(os.path.basename(src_path))[0]
+    if unet_weights is not None:
+        from svd_ms.unet_weights import resolve_unet_file
+        unet_file = resolve_unet_file(unet_weights)
+        unet_path = os.path.abspath(unet_weights).rstrip(os.sep)
+        stem += "_" + (os.path.basename(unet_path) if os.path.isdir(unet_path)
+                       else os.path.splitext(os.path.basename(unet_path))[0])
     out_path = os.path.join(out_dir, stem + ".ckpt")
     if os.path.exists(out_path) and not force:
         raise ConvertError(f"{out_path} already exists; pass --force to replace it")
@@ -299,6 +326,9 @@ def convert(pt_weights_file: str, config: str, out_dir: str, dtype: str = "keep"
             items, ignored, odd = _plan_diffusers(pt_weights_file, sources, cfg, expected)
         else:
             items, ignored, odd = _plan_single(source)
+
+        if unet_weights is not None:
+            items = _with_unet_from(items, unet_file, expected, opened)
 
         seen = Counter(it.name for it in items)
         dups = [n for n, c in seen.items() if c > 1]
@@ -401,7 +431,8 @@ def _print_summary(s, log):
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        convert(args.pt_weights_file, args.config, args.out_dir, dtype=args.dtype, force=args.force)
+        convert(args.pt_weights_file, args.config, args.out_dir, dtype=args.dtype, force=args.force,
+                unet_weights=args.unet_weights)
     except SVDError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -130,3 +130,33 @@ def test_unet_weights_refused_when_they_do_not_fit(pipe, tmp_path):
             load_unet_weights(pipe.engine, path)
         assert "\n" not in str(info.value)
     assert np.array_equal(pipe.engine.model.diffusion_model.out[2].weight.asnumpy(), before)
+
+
+def test_converter_merges_unet_weights_into_one_checkpoint(tmp_path):
+    """svd_tools/convert.py --unet_weights: the base checkpoint with its UNet replaced by a
+    diffusers-layout UNet-only file, every other tensor untouched; a misfit is refused."""
+    from safetensors.numpy import load_file, save_file
+
+    from svd_ms.checkpoint import MindSporeCkptReader
+    from svd_ms.errors import SVDError
+    from svd_tools.convert import convert
+
+    config = str(tmp_path / "tiny_animatelcm_svd.sgm.yaml")
+    sgm_config(config)
+    tensors = load_file(os.path.join(FOLDER, "unet", "diffusion_pytorch_model.safetensors"))
+    unet = str(tmp_path / "lcm_unet.safetensors")
+    save_file({k: (v * 2 if k == "conv_out.weight" else v) for k, v in tensors.items()}, unet)
+    quiet = dict(log=lambda *a, **k: None)
+    convert(FOLDER, config, str(tmp_path / "base"), **quiet)
+    convert(FOLDER, config, str(tmp_path / "merged"), unet_weights=unet, **quiet)
+    base = MindSporeCkptReader(str(tmp_path / "base" / "tiny_animatelcm_svd.ckpt"))
+    merged = MindSporeCkptReader(str(tmp_path / "merged" / "tiny_animatelcm_svd_lcm_unet.ckpt"))
+    assert sorted(base.keys()) == sorted(merged.keys())
+    for key in base.keys():
+        factor = 2 if key == "model.diffusion_model.out.2.weight" else 1
+        assert np.array_equal(merged.read(key), base.read(key) * factor), key
+    bad = str(tmp_path / "bad.safetensors")
+    save_file({k: v for k, v in tensors.items() if k != "conv_in.bias"}, bad)
+    with pytest.raises(SVDError, match="no tensor for the UNet's 'model.diffusion_model.input_blocks.0.0.bias'"):
+        convert(FOLDER, config, str(tmp_path / "bad_out"), unet_weights=bad, **quiet)
+    assert not (tmp_path / "bad_out").exists()

@@ -172,6 +172,12 @@ BAD_CASES = {
                         ["--config", t / "run.yaml"], "run.yaml", 2),
     "num_steps absurd": (lambda t, img: ["--SVD.num_steps=1000000000"], "--SVD.num_steps", 2),
     "num_frames beyond memory": (lambda t, img: ["--SVD.num_frames=100000"], "GiB of memory", 1),
+    "sampler unknown": (lambda t, img: ["--SVD.sampler=nope"], "--SVD.sampler", 2),
+    "guider unknown": (lambda t, img: ["--SVD.guider=wiggly"], "--SVD.guider", 2),
+    "guidance negative": (lambda t, img: ["--SVD.max_guidance_scale=-2"], "--SVD.max_guidance_scale", 2),
+    "sampler parameter unknown": (lambda t, img: ["--SVD.sampler=euler", "--SVD.sampler_params={eta: 1}"],
+                                  "'eta'", 2),
+    "unet_weights missing": (lambda t, img: ["--SVD.unet_weights", t / "lcm.safetensors"], "lcm.safetensors", 2),
 }
 
 
@@ -303,3 +309,18 @@ def test_e2e_png_frames_equal_api(e2e_png, api_video):
     frames = np.stack([np.asarray(Image.open(f)) for f in files])
     assert frames.shape == api_video.shape == (E2E["frames"], SMALL["height"], SMALL["width"], 3)
     assert np.abs(frames.astype(np.int16) - api_video.astype(np.int16)).max() <= 1
+
+
+def test_sampler_and_guidance_flags_run_and_are_recorded(tmp_path, img, capsys):
+    """--SVD.sampler/guider/guidance on the real tiny model (an sgm sampler config built from the
+    short names over the config's); the sidecar records them and reproduces them."""
+    out = tmp_path / "o"
+    args = base_args(out, img(size=(128, 64))) + [
+        "--SVD.checkpoint", TINY_CKPT, "--SVD.num_frames=2", "--SVD.num_steps=2", "--seed=5",
+        "--SVD.sampler=heun", "--SVD.guider=triangle", "--SVD.min_guidance_scale=1.0",
+        "--SVD.max_guidance_scale=2.0"]
+    rc, _, err = run(capsys, args, pipeline_factory=None)
+    assert rc == 0, err
+    side = json.loads((out / "photo_seed5.json").read_text())
+    assert side["settings"]["sampler"] == "heun" and side["settings"]["guider"] == "triangle"
+    assert "--SVD.sampler=heun" in side["reproduce"] and "--SVD.max_guidance_scale=2.0" in side["reproduce"]
