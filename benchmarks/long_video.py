@@ -20,7 +20,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def child(args) -> None:
-    sys.path.insert(0, REPO)
     os.environ.setdefault("GLOG_v", "3")
     import numpy as np
 

@@ -16,13 +16,11 @@ import argparse
 import copy
 import json
 import os
-import sys
 import time
 
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 REFERENCE = os.path.join(REPO, "..", "shared", "reference")
 
 

@@ -31,6 +31,11 @@ def img(tmp_path):
     return make
 
 
+# Child processes find the stand-in pipeline (tests/fake_pipeline.py) through PYTHONPATH.
+ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(Path(__file__).parent),
+                                                             os.environ.get("PYTHONPATH", "")) if p))
+
+
 def run(capsys, out_dir, *images, params=None, **settings):
     settings.setdefault("progress", False)
     job = jobs.BatchJob(jobs.JobSettings(images=[str(i) for i in images], output_dir=str(out_dir), **settings),
@@ -172,7 +177,6 @@ def test_sigkill_during_write_then_rerun_completes(tmp_path, img):
     src, out = img(), tmp_path / "o"
     script = textwrap.dedent(f"""
         import os, signal, sys
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
         from fake_pipeline import FakePipeline
         from svd_ms import jobs, media
         from svd_ms.params import SVDParams
@@ -185,11 +189,11 @@ def test_sigkill_during_write_then_rerun_completes(tmp_path, img):
                             SVDParams(config={TINY_CONFIG!r}), FakePipeline)
         job.run()
     """)
-    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=ENV)
     assert res.returncode == -signal.SIGKILL, res.stderr
     assert json.loads((out / "photo_seed4.json").read_text())["status"] == "writing"
     res = subprocess.run([sys.executable, "-c", script.replace("jobs.write_video = write_then_die", "")],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=300, env=ENV)
     assert res.returncode == 0, res.stderr
     assert json.loads((out / "photo_seed4.json").read_text())["status"] == "done"
 
@@ -247,7 +251,6 @@ def test_file_size_limit_fails_the_image_and_rerun_completes(tmp_path, fmt):
     out = tmp_path / "o"
     script = textwrap.dedent(f"""
         import sys
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
         from fake_pipeline import FakePipeline
         from svd_ms import jobs
         from svd_ms.params import SVDParams
@@ -256,9 +259,9 @@ def test_file_size_limit_fails_the_image_and_rerun_completes(tmp_path, fmt):
         sys.exit(job.run())
     """)
     cmd = f"ulimit -f 20; exec {shlex.quote(sys.executable)} -c {shlex.quote(script)}"
-    res = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=300)
+    res = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=300, env=ENV)
     assert res.returncode == 1 and "noise.png" in res.stderr and "Traceback" not in res.stderr, res.stderr
     assert sorted(p.name for p in out.iterdir()) == ["job_summary.json"]
-    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=ENV)
     assert res.returncode == 0, res.stderr
     assert json.loads((out / "noise_seed1.json").read_text())["status"] == "done"
