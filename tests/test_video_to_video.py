@@ -81,6 +81,18 @@ def test_steps_run_match_the_truncated_schedule(pipe, runs):
         assert np.allclose([s.sigma for s in steps], sigmas[start + 1:])
 
 
+@pytest.mark.parametrize("sampler", ["dpmpp_2m", "euler_ancestral", "heun"])
+def test_every_sampler_starts_part_way(pipe, source, sampler):
+    """The truncated schedule runs through each sampler's own function (multistep, ancestral,
+    second order): the steps run are the tail of the schedule and the result is finite."""
+    steps = []
+    result = pipe.generate(None, seed=SEED, video=source, strength=0.5, sampler=sampler,
+                           callback=lambda info: steps.append(info) if info.stage == "sampling" else None)
+    start = video_to_video_start(STEPS, 0.5)
+    assert len(steps) == STEPS - start and np.isfinite(result.video).all()
+    assert np.isclose(steps[-1].sigma, 0.0)
+
+
 def test_distance_to_the_input_grows_with_strength(pipe, source, runs):
     frames = media.video_to_array(source)
     clean = pipe.encode_video(frames).asnumpy()
