@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from conftest import REFERENCE, assert_close
+from conftest import REFERENCE, ROOT, assert_close
 from engine_fixtures import REL, graph_mode
 from svd_ms import sv3d
 from svd_ms.errors import InputError
@@ -200,3 +200,61 @@ def test_bad_preparation_input(kwargs, culprit):
 def test_fully_transparent_cutout_is_refused():
     with pytest.raises(InputError, match="fully transparent"):
         sv3d.prepare_image(np.zeros((64, 64, 4), np.uint8), size=64)
+
+
+# ---- the command line ------------------------------------------------------------------------
+
+def _cli():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("image_to_video", os.path.join(ROOT, "image_to_video.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cli_args(out, image, *extra):
+    return ["--SVD.config", os.path.join(REFERENCE, "tiny_sv3d_p.sgm.yaml"), "--SVD.checkpoint",
+            os.path.join(REFERENCE, "tiny_sv3d_p.safetensors"), "--SVD.num_frames=5", "--SVD.num_steps=1",
+            "--height=128", "--device_target=CPU", "--mode=1", "--progress=false", "--seed=2",
+            "--output_dir", str(out), "--image", str(image), *extra]
+
+
+def test_cli_orbit_from_rgba_cutout_with_a_camera_path(tmp_path, capsys):
+    cutout = tmp_path / "object.png"
+    Image.fromarray(_cutout()).save(cutout)
+    rc = _cli().main(_cli_args(tmp_path / "o", cutout, "--elevations_deg=[0,5,10,15,20]",
+                               "--azimuths_deg=[0,72,144,216,288]"))
+    _, err = capsys.readouterr()
+    assert rc == 0, err
+    side = json.loads((tmp_path / "o" / "object_seed2.json").read_text())
+    assert side["frames"] == 5 and side["width"] == side["height"] == 128
+    assert side["camera"]["elevations_deg"] == [0, 5, 10, 15, 20]
+    np.testing.assert_allclose(side["camera"]["polars_rad"], np.deg2rad([90, 85, 80, 75, 70]), atol=1e-9)
+    assert "--azimuths_deg=[0.0, 72.0, 144.0, 216.0, 288.0]" in side["reproduce"]
+
+
+@pytest.mark.parametrize("extra,needle,code", [
+    (["--azimuths_deg=[0,90]"], "azimuths_deg", 2),                 # wrong count
+    (["--elevations_deg=[1,2,3]"], "elevations_deg", 2),            # wrong count
+    (["--azimuths_deg=[a,b,c,d,e]"], "azimuths_deg", 2),            # not numbers
+])
+def test_cli_bad_camera_is_one_line(tmp_path, capsys, extra, needle, code):
+    cutout = tmp_path / "object.png"
+    Image.fromarray(_cutout()).save(cutout)
+    rc = _cli().main(_cli_args(tmp_path / "o", cutout, *extra))
+    _, err = capsys.readouterr()
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert rc == code and len(lines) == 1 and needle in lines[0] and "Traceback" not in err, err
+
+
+def test_cli_rgb_without_rembg_is_refused_and_keep_background_runs(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sv3d, "rembg_model_path", lambda: str(tmp_path / "no_model.onnx"))
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.full((128, 160, 3), 90, np.uint8)).save(photo)
+    rc = _cli().main(_cli_args(tmp_path / "o", photo))
+    _, err = capsys.readouterr()
+    assert rc == 1 and "--keep_background" in err and "photo.png" in err and "Traceback" not in err, err
+    assert not list((tmp_path / "o").glob("*.mp4"))
+    rc = _cli().main(_cli_args(tmp_path / "o", photo, "--keep_background=true"))
+    _, err = capsys.readouterr()
+    assert rc == 0, err
