@@ -90,6 +90,19 @@ def diffusers_models():
     return {"unet": unet, "vae": vae, "image_encoder": clip}
 
 
+def materialize_index_buffers(model):
+    """Non-persistent buffers (CLIP's position_ids) are not in the state dict, so loading leaves
+    them on the meta device, where they would read as garbage: give them their values."""
+    import torch
+    for name, buf in list(model.named_buffers()):
+        if not buf.is_meta:
+            continue
+        if not name.endswith("position_ids"):
+            raise SystemExit(f"buffer {name} has no value")
+        owner = model.get_submodule(name.rsplit(".", 1)[0])
+        owner.register_buffer("position_ids", torch.arange(buf.shape[-1]).expand(buf.shape).clone(), persistent=False)
+
+
 def diffusers_weight(component: str, key: str, shape) -> np.ndarray:
     return random_weight(f"{component}/{key}", shape)
 
@@ -242,7 +255,8 @@ def worker_diffusers(args):
         models = diffusers_models()
         for comp, model in models.items():
             state = {k: torch.from_numpy(diffusers_weight(comp, k, v.shape)) for k, v in model.state_dict().items()}
-            model.load_state_dict(state, assign=True, strict=comp != "image_encoder")
+            model.load_state_dict(state, assign=True)
+            materialize_index_buffers(model)
             model.eval()
         pipe = StableVideoDiffusionPipeline(vae=models["vae"], image_encoder=models["image_encoder"],
                                             unet=models["unet"], scheduler=EulerDiscreteScheduler(**SCHEDULER),
