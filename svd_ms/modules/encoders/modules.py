@@ -164,6 +164,19 @@ class GeneralConditioner(nn.Cell):
     def get_unconditional_conditioning(self, batch_c: Dict, batch_uc: Optional[Dict] = None,
                                        force_uc_zero_embeddings: Optional[List[str]] = None,
                                        force_cond_zero_embeddings: Optional[List[str]] = None):
-        c = self.embed_batch(batch_c, force_cond_zero_embeddings)
-        uc = self.embed_batch(batch_c if batch_uc is None else batch_uc, force_uc_zero_embeddings)
+        batch_uc = batch_c if batch_uc is None else batch_uc
+        zero_c = set(force_cond_zero_embeddings or [])
+        zero_uc = set(force_uc_zero_embeddings or [])
+        c, uc = {}, {}
+        for embedder in self.embedders:
+            key = embedder.input_key
+            emb_c = embedder.embed(batch_c[key])
+            # Upstream embeds the unconditional batch a second time; when it holds the very same
+            # input, that second CLIP / VAE-encoder pass gives the same tensor, so it is reused.
+            emb_uc = emb_c if batch_uc[key] is batch_c[key] else embedder.embed(batch_uc[key])
+            for out, emb, zero in ((c, emb_c, zero_c), (uc, emb_uc, zero_uc)):
+                kind = self.OUTPUT_DIM2KEYS[emb.ndim]
+                if key in zero:
+                    emb = ops.zeros_like(emb)
+                out[kind] = ops.cat((out[kind], emb), self.KEY2CATDIM[kind]) if kind in out else emb
         return c, uc
