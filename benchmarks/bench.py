@@ -12,7 +12,7 @@ Systems (each in its own process, one after another, so peak memory is per syste
   ours-native     graph mode with SVD_MS_CONV=native (equal to ours-graph while that is the policy;
                   not in the default set)
   torch           diffusers UNetSpatioTemporalConditionModel on PyTorch CPU, weights converted
-                  with svd_tools.diffusers_map
+                  with svd_ms.diffusers_map
   mindone         mindone.diffusers UNetSpatioTemporalConditionModel (PyNative, synchronous)
 Also: the matmul peak of both frameworks, the temporal VAE decode per frame (ours, diffusers)
 and the OpenCLIP ViT-H/14 image embedder (ours, transformers).
@@ -196,7 +196,7 @@ def worker_ours(args, mode: str, conv: str):
 
 
 def _diffusers_unet_state(model_keys_shapes):
-    from svd_tools.diffusers_map import unet_layout, unet_name
+    from svd_ms.diffusers_map import unet_layout, unet_name
     keys = [k for k, _ in model_keys_shapes]
     per_level, up_attn = unet_layout(keys)
     state = {}
@@ -244,7 +244,7 @@ def worker_mindone(args):
     except Exception as exc:  # noqa: BLE001 - report why, do not fail the whole benchmark
         emit({"system": "mindone", "error": f"import failed: {exc!r}"[:300]})
         return
-    from svd_tools.diffusers_map import unet_layout, unet_name
+    from svd_ms.diffusers_map import unet_layout, unet_name
     t0 = time.perf_counter()
     model = UNetSpatioTemporalConditionModel()
     named = list(model.parameters_and_names())
@@ -314,7 +314,7 @@ def worker_vae_ours(args):
 def worker_vae_torch(args):
     import torch
     from diffusers import AutoencoderKLTemporalDecoder
-    from svd_tools.diffusers_map import vae_decoder_name
+    from svd_ms.diffusers_map import vae_decoder_name
     torch.set_num_threads(os.cpu_count())
     ddconfig = config_section("first_stage_config", "params", "decoder_config", "params")
     with torch.device("meta"):

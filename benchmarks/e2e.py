@@ -2,7 +2,7 @@
 
 Both systems get the same full-size weights, the same image and the same noise:
 - weights: random, generated per diffusers tensor name (`bench.random_weight`), given to diffusers
-  as they are and to svd-ms through the project's own name map (`svd_tools.diffusers_map.plan`,
+  as they are and to svd-ms through the project's own name map (`svd_ms.diffusers_map.plan`,
   the rules `svd_tools/convert.py` applies to a diffusers folder);
 - image: one synthetic RGB picture of --size x --size;
 - noise: the initial latents and the conditioning-frame noise, drawn here and handed to both
@@ -167,7 +167,7 @@ def emit(result):
 def load_ours(engine):
     """Fill the engine from the diffusers-named random weights through the project's name map."""
     import mindspore as ms
-    from svd_tools.diffusers_map import apply, plan
+    from svd_ms.diffusers_map import apply, plan
     params = dict(engine.parameters_and_names())
     shapes, keys = {}, {}
     for comp, model in diffusers_models().items():

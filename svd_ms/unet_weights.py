@@ -1,7 +1,7 @@
 """UNet-only weights in the diffusers layout (e.g. AnimateLCM-SVD-xt) loaded over an engine.
 
 The file names its tensors as diffusers' UNetSpatioTemporalConditionModel does; the project's
-diffusers name map (svd_tools/diffusers_map.py) places each one in the engine. Every name and
+diffusers name map (svd_ms/diffusers_map.py) places each one in the engine. Every name and
 shape is checked before the first parameter changes, so a refused file leaves the engine as it was.
 """
 import os
@@ -37,7 +37,7 @@ def resolve_unet_file(path_or_folder: str) -> str:
 def plan_unet_weights(shapes: Dict[str, Tuple[int, ...]], engine_shapes: Dict[str, Tuple[int, ...]],
                       source: str) -> Dict[str, str]:
     """{diffusers name: engine parameter}, or a CheckpointMismatchError naming the first misfit."""
-    from svd_tools import diffusers_map
+    from . import diffusers_map
 
     per_level, up_attn = diffusers_map.unet_layout(shapes)
     places = {}

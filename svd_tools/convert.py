@@ -42,7 +42,7 @@ import numpy as np
 from svd_ms import checkpoint as ck
 from svd_ms.errors import ConvertError, SVDError
 from svd_ms.util import load_config
-from svd_tools import diffusers_map
+from svd_ms import diffusers_map
 from svd_tools.ms_ckpt import CheckpointWriter, ms_type_name
 from svd_tools.sources import open_file_source
 

@@ -28,7 +28,7 @@ from svd_ms.lora import (LoRASettings, UNetNames, attach_adapters, load_into_ada
                          save_adapters, target_layers)
 from svd_ms.lora.layers import set_adapter_weights
 from svd_ms.util import instantiate_from_config
-from svd_tools import diffusers_map as dm
+from svd_ms import diffusers_map as dm
 
 RANK, ALPHA = 4, 8.0
 B, T, H, W = 1, 3, 8, 8

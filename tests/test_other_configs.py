@@ -21,7 +21,7 @@ from conftest import TINY_CONFIG, assert_close
 from svd_ms.checkpoint import engine_param_shapes
 from svd_ms.modules.encoders.open_clip import clip_preprocess
 from svd_ms.pipeline import SVDInferPipeline
-from svd_tools import diffusers_map as dm
+from svd_ms import diffusers_map as dm
 
 VARIANTS = {
     # name: (first stage, frames, steps, (min, max) guidance, decode chunk, fps, motion, cond_aug)

@@ -8,7 +8,7 @@ A LoRA tensor name is `<prefix><module><suffix>`. Known suffixes: PEFT / diffuse
 `lora_unet_`, whose module path has its dots replaced by underscores.
 
 A module in diffusers' layout (down_blocks / mid_block / up_blocks ...) reaches this UNet's
-layout through `svd_tools.diffusers_map.unet_name`, the map the checkpoint converter uses; a
+layout through `svd_ms.diffusers_map.unet_name`, the map the checkpoint converter uses; a
 module already in the sgm layout (input_blocks / middle_block / output_blocks ...) is taken as
 is. The other direction, for writing files PEFT loads onto diffusers' UNet, tries the diffusers
 names a module can have and keeps the one the same map sends back to it.
@@ -16,7 +16,7 @@ names a module can have and keeps the one the same map sends back to it.
 import re
 from typing import Dict, Iterable, Optional, Tuple
 
-from svd_tools import diffusers_map as dm
+from .. import diffusers_map as dm
 
 PREFIXES = ("unet.", "base_model.model.", "model.diffusion_model.", "diffusion_model.")
 KOHYA_PREFIX = "lora_unet_"

@@ -1,4 +1,4 @@
-"""Diffusers-format folders -> MindSpore .ckpt (svd_tools/convert.py, svd_tools/diffusers_map.py).
+"""Diffusers-format folders -> MindSpore .ckpt (svd_tools/convert.py, svd_ms/diffusers_map.py).
 
 * The full-size diffusers models (built on torch's "meta" device, no memory) map onto the
   full-size upstream manifest completely.
@@ -22,7 +22,7 @@ pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
 import convert_helpers as H  # noqa: E402  (tests/ is on sys.path under pytest)
-from svd_tools import diffusers_map as dm  # noqa: E402
+from svd_ms import diffusers_map as dm  # noqa: E402
 
 NPZ = os.path.join(H.REF, "tiny_svd.reference.npz")
 TEXT_TOWER = re.compile(r"^conditioner\.embedders\.\d+\.open_clip\.model\.(?!visual\.)")
