@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -49,3 +50,18 @@ def assert_close(name, actual, expected, rel=None, max_abs=None, mean_abs=None):
     print(line)
     for kind, value, bound in checks:
         assert np.isfinite(value) and value <= bound, f"{name}: {kind} {value:.3e} exceeds bound {bound:.1e}"
+
+
+@pytest.fixture
+def img(tmp_path):
+    """make(name, size, mode, color, **save) -> the path of a small asymmetric test picture."""
+    def make(name="photo.png", size=(384, 256), mode="RGB", color=(200, 120, 40), **save):
+        p = tmp_path / "in" / name
+        p.parent.mkdir(exist_ok=True)
+        im = Image.new("RGB", size, color)
+        im.paste((10, 200, 90), (0, 0, size[0] // 2, size[1] // 3))  # something asymmetric
+        if mode != "RGB":
+            im = im.convert(mode)
+        im.save(p, **save)
+        return p
+    return make

@@ -19,18 +19,6 @@ from svd_ms import jobs
 from svd_ms.params import SVDParams
 
 
-@pytest.fixture
-def img(tmp_path):
-    def make(name="photo.png", size=(384, 256), color=(200, 120, 40)):
-        p = tmp_path / "in" / name
-        p.parent.mkdir(exist_ok=True)
-        im = Image.new("RGB", size, color)
-        im.paste((10, 200, 90), (0, 0, size[0] // 2, size[1] // 3))
-        im.save(p)
-        return p
-    return make
-
-
 # Child processes find the stand-in pipeline (tests/fake_pipeline.py) through PYTHONPATH.
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(Path(__file__).parent),
                                                              os.environ.get("PYTHONPATH", "")) if p))

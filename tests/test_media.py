@@ -11,20 +11,6 @@ from svd_ms import media
 from svd_ms.errors import ImageError
 
 
-@pytest.fixture
-def img(tmp_path):
-    def make(name="photo.png", size=(384, 256), mode="RGB", color=(200, 120, 40), **save):
-        p = tmp_path / "in" / name
-        p.parent.mkdir(exist_ok=True)
-        im = Image.new("RGB", size, color)
-        im.paste((10, 200, 90), (0, 0, size[0] // 2, size[1] // 3))  # something asymmetric
-        if mode != "RGB":
-            im = im.convert(mode)
-        im.save(p, **save)
-        return p
-    return make
-
-
 def test_exif_orientation_is_honoured(tmp_path):
     p = tmp_path / "rot.jpg"
     im = Image.new("RGB", (384, 256), (255, 0, 0))
