@@ -87,6 +87,8 @@ CONFIG_DEFAULT = "(the config's)"
 def sampling_controls(info: PageInfo) -> Dict[str, Any]:
     """{SVDParams field name: component} for the sampler and guidance options; empty or
     CONFIG_DEFAULT values keep the model config's own."""
+    import gradio as gr
+
     from ..sampling_options import GUIDERS, SAMPLERS
     with gr.Row():
         controls = {
