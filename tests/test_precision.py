@@ -102,16 +102,17 @@ def test_o2_video_close_to_fp32_upstream(o2_pipe, reference):
 
 def test_guard_stops_on_nan(o2_pipe, reference, monkeypatch):
     r = reference
-    real_step = o2_pipe.denoiser_step
+    parts = o2_pipe.sampling_for(o2_pipe.num_frames)  # the sampler, guider and step a run uses
+    real_step = parts.denoiser_step
 
     def poisoned(x, sigma, *args):
         return real_step(x, sigma, *args) * Tensor(np.float32(np.nan))
-    monkeypatch.setattr(o2_pipe, "denoiser_step", poisoned)
+    monkeypatch.setattr(parts, "denoiser_step", poisoned)
     with pytest.raises(NonFiniteError, match=r"latents after sampling step 1/4"):
         o2_pipe(r["image"], latent_noise=r["randn"], cond_noise=r["cond_noise"])
     monkeypatch.undo()
     # Decoding guard: skip the sampling loop (already covered) and poison the decoder's output.
-    monkeypatch.setattr(o2_pipe, "sample_latents", lambda c, uc, noise, rng, on_step=None: (Tensor(noise), [0.1]))
+    monkeypatch.setattr(o2_pipe, "sample_latents", lambda c, uc, latent_noise, *a, **k: (Tensor(latent_noise), [0.1]))
     monkeypatch.setattr(o2_pipe.engine, "decode_first_stage",
                         lambda z, *a, **k: ops.fill(ms.float32, (5, 3, 256, 384), float("nan")))
     with pytest.raises(NonFiniteError, match=r"decoded frames"):
