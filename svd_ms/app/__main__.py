@@ -90,7 +90,7 @@ def page_info(service, params: SVDParams, device_target: str, mode: int, limits,
     return PageInfo(title="svd-ms: image to video" + (" (UNTRAINED demo)" if service.untrained else ""),
                     model_line=model_line, untrained=service.untrained, num_frames=sizes["num_frames"],
                     num_steps=sizes["num_steps"], fps=params.fps, motion_bucket_id=params.motion_bucket_id,
-                    noise_aug_strength=params.noise_aug_strength, decode_chunk_size=params.decode_chunk_size,
+                    noise_aug_strength=sizes["noise_aug_strength"], decode_chunk_size=params.decode_chunk_size,
                     example_image=example, limits=limits)
 
 
@@ -107,10 +107,8 @@ def main(argv: Optional[Sequence[str]] = None, pipeline_factory: Optional[Callab
             limits = UploadLimits(int(cfg.max_upload_mb * 2**20), cfg.max_upload_pixels)
         except ParamError as exc:
             raise UsageError(f"--{exc.field}: {exc}") from None
-        from ..runtime import detect_device_target, setup_device
-        target = cfg.device_target or detect_device_target()
-        mode = cfg.mode if cfg.mode is not None else (1 if target == "CPU" else 0)
-        target = setup_device(target, cfg.device_id, mode)
+        from ..runtime import setup_device
+        target, mode = setup_device(cfg.device_target, cfg.device_id, cfg.mode)  # mode None: the device's
         if params.checkpoint is None:
             print("warning: UNTRAINED MODEL: --SVD.checkpoint is not set, so the weights are random; the page says "
                   "so on every result", file=sys.stderr, flush=True)

@@ -96,14 +96,26 @@ def sampling_controls(info: PageInfo) -> Dict[str, Any]:
                                    elem_id="sampler", info="lcm: AnimateLCM's 4-step sampler (needs its weights)"),
             "guider": gr.Dropdown([CONFIG_DEFAULT, *GUIDERS], value=CONFIG_DEFAULT, label="Guidance",
                                   elem_id="guider", info="none: no guidance, one UNet pass per step"),
-            "min_guidance_scale": gr.Number(label="Min guidance scale", value=None, elem_id="min_guidance"),
-            "max_guidance_scale": gr.Number(label="Max guidance scale", value=None, elem_id="max_guidance"),
+            # Text, not numbers: an empty field must mean "the config's", and Gradio shows None as 0.
+            "min_guidance_scale": gr.Textbox(label="Min guidance scale", value="", placeholder="the config's",
+                                             elem_id="min_guidance"),
+            "max_guidance_scale": gr.Textbox(label="Max guidance scale", value="", placeholder="the config's",
+                                             elem_id="max_guidance"),
         }
     return controls
 
 
-def _option(value):
-    return None if value in (None, "", CONFIG_DEFAULT) else value
+def _option(name: str, value):
+    if isinstance(value, str):
+        value = value.strip()
+    if value in (None, "", CONFIG_DEFAULT):
+        return None
+    if name.endswith("guidance_scale"):
+        try:
+            return float(value)
+        except ValueError:
+            raise ParamError(name, f"{name} must be a number, got {value!r}") from None
+    return value
 
 
 def _overrides(frames, steps, motion, fps, noise, chunk, extra: Dict[str, Any]) -> Dict[str, Any]:
@@ -114,7 +126,7 @@ def _overrides(frames, steps, motion, fps, noise, chunk, extra: Dict[str, Any]) 
     for key in ("motion_bucket_id", "fps", "noise_aug_strength"):
         if values[key] is None:
             raise ParamError(key, f"{key} is empty: give a value")
-    values.update({name: _option(value) for name, value in extra.items()})
+    values.update({name: _option(name, value) for name, value in extra.items()})
     return values
 
 

@@ -176,7 +176,7 @@ def test_lora_resume_is_exact(data, run, tmp_path):
 
 
 def test_lora_with_fp16_recompute_accumulation_and_dropout(data, tmp_path):
-    cfg = make_config(data, tmp_path, max_steps=2, batch_size=1, grad_accum_steps=2, precision="fp16",
+    cfg = make_config(data, tmp_path, max_steps=1, batch_size=1, grad_accum_steps=2, precision="fp16",
                       recompute=True, lora={**LORA, "dropout": 0.1}, save_every=1000)
     trainer, status = train(cfg)
     assert status == "done" and int(trainer.optimizer.step.asnumpy()) >= 1
