@@ -18,6 +18,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 
+from synthetic_videos import write_video
 from conftest import TINY_CONFIG, TINY_WEIGHTS, assert_close
 from msrun_helpers import run_msrun
 
@@ -32,19 +33,6 @@ RUN = {"trainable": "lora", "lora": LORA, "max_steps": 3, "save_every": 2, "ema"
        "optimizer": {"lr": 2.0e-2, "eps": 1.0e-3}, "lr_schedule": {"name": "constant"}}
 
 
-def write_video(path: Path, num_frames: int, seed: int, height: int = 80, width: int = 96):
-    import imageio
-
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    tint = rng.uniform(0.2, 0.9, 3)
-    frames = []
-    for t in range(num_frames):  # smooth patterns drifting over time
-        r = 0.5 + 0.5 * np.sin((xx + (3 + seed) * t) / 9.0)
-        g = 0.5 + 0.5 * np.cos((yy - 2 * t) / (6.0 + seed))
-        frame = np.stack([r * tint[0] + 0.1, g * tint[1], np.full_like(r, tint[2])], -1)
-        frames.append((np.clip(frame, 0, 1) * 255).astype(np.uint8))
-    imageio.mimwrite(str(path), frames, fps=8, codec="libx264", macro_block_size=16)
 
 
 @pytest.fixture(scope="module", autouse=True)
