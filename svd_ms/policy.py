@@ -5,6 +5,7 @@ imports no model code (the appliers that walk a built model live in `svd_ms.prec
 ("Precision and device policy") is generated from `describe()` and must stay in step with it.
 """
 import os
+import platform
 from typing import Dict, Optional
 
 import mindspore as ms
@@ -54,6 +55,17 @@ def compute_dtype(amp_level: str):
 
 
 GRAPH_MODE, PYNATIVE_MODE = 0, 1
+
+
+def cpu_kernel_isa_cap() -> Optional[str]:
+    """The highest instruction set MindSpore's CPU kernels (oneDNN) may use, or None to leave
+    oneDNN's own choice. On an x86 host with AVX-512, MindSpore 2.10's oneDNN convolutions fall to
+    a path of about 1.7 GFLOP/s (a 4x512x16x16 3x3 convolution: 2.8 s; capped at AVX2: 0.02 s),
+    which costs far more than the matmuls lose by the cap (~390 -> ~220 GFLOP/s). Setting
+    ONEDNN_MAX_CPU_ISA yourself overrides this. Measured: README "Performance"."""
+    if device_target() != "CPU" or platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
+    return "AVX2"
 
 
 def default_execution_mode(target: str) -> int:

@@ -249,6 +249,11 @@ class Conv3d(_ConvNd):
         super().__init__(3, in_channels, out_channels, kernel_size, stride, padding, bias)
         # Ascend 910 has no fp32 Conv3D kernel; there the native op alone runs in fp16.
         self.native_kernel_dtype = ms.float16 if policy.conv3d_lacks_fp32() else None
+        # A kernel that spans time only, (k, 1, 1) with stride 1, is a 2-D (k, 1) convolution over
+        # (time, height * width): the video models' temporal mixing. MindSpore's CPU Conv2D ran it
+        # 2.2x faster than its Conv3D, with the same result (README "Performance").
+        kt, kh, kw = self.kernel_size
+        self.temporal_only = (kh, kw) == (1, 1) and self.stride == (1, 1, 1) and self.padding[1:] == (0, 0)
 
     def construct(self, x):
         dtype = self.compute_dtype
@@ -256,6 +261,11 @@ class Conv3d(_ConvNd):
         w = ops.cast(self.weight, dtype)
         if self.implementation == "matmul":
             y = _matmul_conv(x, w, self.stride, tuple((p, p) for p in self.padding))
+        elif self.temporal_only:
+            n, c, t, h, wd = x.shape
+            y = ops.conv2d(x.reshape(n, c, t, h * wd), w.reshape(w.shape[:3] + (1,)), None, 1, "pad",
+                           (self.padding[0], 0))
+            y = y.reshape(n, y.shape[1], y.shape[2], h, wd)
         elif self.native_kernel_dtype is not None:
             y = ops.conv3d(ops.cast(x, self.native_kernel_dtype), ops.cast(w, self.native_kernel_dtype), None,
                            self.stride, "pad", self.padding)

@@ -56,7 +56,11 @@ def select_device(target: str, device_id: Optional[int] = None) -> None:
 
 
 def apply_runtime_settings() -> None:
-    """Process-wide settings for the selected device; call after the mode is set."""
+    """Process-wide settings for the selected device; call after the mode is set and before
+    any kernel runs (oneDNN reads its instruction-set cap once, at its first use)."""
+    isa_cap = policy.cpu_kernel_isa_cap()
+    if isa_cap is not None:
+        os.environ.setdefault("ONEDNN_MAX_CPU_ISA", isa_cap)
     if policy.pynative_launch_blocking():
         ms.runtime.launch_blocking()
 

@@ -72,3 +72,26 @@ def test_matmul_conv_chunks_match_unchunked(monkeypatch):
         layers._conv_plan.cache_clear()
         assert_close(f"chunked conv (budget {budget} B)", conv(x).asnumpy(), whole, rel=1e-6)
     layers._conv_plan.cache_clear()
+
+
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
+def test_temporal_conv3d_matches_torch(mode):
+    """A (k, 1, 1) Conv3d runs as a (k, 1) Conv2d over (time, height * width); PyTorch's conv3d
+    is the reference."""
+    import torch
+    rng = np.random.default_rng(2)
+    conv = layers.Conv3d(5, 4, (3, 1, 1), padding=(1, 0, 0))
+    assert conv.temporal_only and conv.implementation == "native"
+    w = rng.standard_normal((4, 5, 3, 1, 1)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    conv.weight.set_data(ms.Tensor(w))
+    conv.bias.set_data(ms.Tensor(b))
+    x = rng.standard_normal((2, 5, 6, 3, 4)).astype(np.float32)
+    expected = torch.nn.functional.conv3d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b),
+                                          padding=(1, 0, 0)).numpy()
+    ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
+    try:
+        actual = conv(ms.Tensor(x)).asnumpy()
+    finally:
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+    assert_close(f"temporal Conv3d vs torch [{mode}]", actual, expected, rel=BOUND)

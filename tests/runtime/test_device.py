@@ -1,0 +1,24 @@
+"""Device setup: the process-wide settings `setup_device` puts in place on a CPU host."""
+import os
+
+import pytest
+
+from svd_ms import policy
+from svd_ms.runtime import setup_device
+
+
+def test_cpu_host_caps_onednn_at_avx2_on_x86(monkeypatch):
+    monkeypatch.setattr(policy.platform, "machine", lambda: "x86_64")
+    assert policy.cpu_kernel_isa_cap() == "AVX2"
+    monkeypatch.setattr(policy.platform, "machine", lambda: "aarch64")
+    assert policy.cpu_kernel_isa_cap() is None
+
+
+@pytest.mark.skipif(policy.platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 hosts only")
+def test_setup_device_sets_the_cap_and_keeps_a_users_choice(monkeypatch):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    setup_device("CPU", mode=1)
+    assert os.environ["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE")
+    setup_device("CPU", mode=1)
+    assert os.environ["ONEDNN_MAX_CPU_ISA"] == "AVX512_CORE"
