@@ -141,10 +141,8 @@ def setup_mindspore(mode: str):
 
 def worker_peak(args):
     """Matmul peak of both frameworks, measured in this run: fp32 (n x n) @ (n x n)."""
-    import mindspore as ms
+    ms = setup_mindspore("graph")  # the model's own settings (on x86 CPUs: oneDNN capped at AVX2)
     from mindspore import nn, ops
-    ms.set_device("CPU")
-    ms.set_context(mode=ms.GRAPH_MODE)
 
     class MM(nn.Cell):
         def construct(self, x, y):

@@ -71,7 +71,9 @@ def cpu_kernel_isa_cap() -> Optional[str]:
 def default_execution_mode(target: str) -> int:
     """Graph mode where it pays, PyNative where graph mode does not fit: MindSpore 2.10's CPU
     graph keeps every activation of the compiled denoiser step alive (14 frames of 256x256 were
-    killed at 23.5 GB, PyNative needed 9.4 GB; README "Performance"). Accelerators compile."""
+    killed at 23.5 GB, PyNative needed 9.4 GB; README "Performance"). Compiling each UNet block
+    on its own did not help: every compiled block keeps its activations after it ran (killed at
+    24.3 GB as well). Accelerators compile."""
     return PYNATIVE_MODE if target == "CPU" else GRAPH_MODE
 
 
