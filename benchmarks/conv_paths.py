@@ -11,9 +11,11 @@ this device. This is the measurement behind the CPU choice in `policy.conv_imple
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import time_calls  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,13 +59,8 @@ def conv_flops(n, cin, cout, kernel, stride, padding, spatial):
 
 
 def best_time(fn, repeats):
-    fn()  # compile and warm up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    """Best of `repeats` calls after one call that compiles and warms up."""
+    return min(time_calls(fn, 1, repeats)[2])
 
 
 def main():
@@ -74,6 +71,7 @@ def main():
     args = ap.parse_args()
     import mindspore as ms
     from mindspore import nn
+    from svd_ms import policy
     from svd_ms.modules import layers
     from svd_ms.runtime import setup_device
     setup_device(os.environ.get("SVD_MS_DEVICE", "CPU"), mode=0)

@@ -11,9 +11,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import time_calls  # noqa: E402
 
 CASES = {
     "conv 3x3 512->512, 4x512x32x32": ("conv2d", (4, 512, 32, 32), (512, 512, 3, 3)),
@@ -31,13 +33,8 @@ def flops(kind, x, w):
 
 
 def best_time(fn, repeats=3):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    """Best of `repeats` calls after one warm-up call."""
+    return min(time_calls(fn, 1, repeats)[2])
 
 
 def worker_mindspore():

@@ -252,8 +252,7 @@ class Conv3d(_ConvNd):
         # A kernel that spans time only, (k, 1, 1) with stride 1, is a 2-D (k, 1) convolution over
         # (time, height * width): the video models' temporal mixing. MindSpore's CPU Conv2D ran it
         # 2.2x faster than its Conv3D, with the same result (README "Performance").
-        kt, kh, kw = self.kernel_size
-        self.temporal_only = (kh, kw) == (1, 1) and self.stride == (1, 1, 1) and self.padding[1:] == (0, 0)
+        self.temporal_only = self.kernel_size[1:] == (1, 1) and self.stride == (1, 1, 1) and self.padding[1:] == (0, 0)
 
     def construct(self, x):
         dtype = self.compute_dtype
