@@ -8,6 +8,8 @@ Systems (each in its own process, one after another, so peak memory is per syste
   ours-graph      svd_ms VideoUNet, MindSpore graph mode, convolutions as svd_ms.policy picks them
                   (MindSpore's native Conv2D/Conv3D kernels, on every backend)
   ours-pynative   the same in PyNative mode (synchronous launch, see README)
+  ours-blockjit   PyNative with each UNet input/middle/output block compiled on its own
+                  (mindspore.jit per block; an experiment on CPU graph memory, README)
   ours-matmul     graph mode with SVD_MS_CONV=matmul: every convolution as gather + matmul
   ours-native     graph mode with SVD_MS_CONV=native (equal to ours-graph while that is the policy;
                   not in the default set)
@@ -43,7 +45,7 @@ from flops import unet_step_flops  # noqa: E402
 
 CONFIG = os.path.join(REPO, "configs", "svd.yaml")
 BATCH = 2  # classifier-free guidance: conditional and unconditional copies
-ALL_SYSTEMS = ("peak", "ours-graph", "ours-pynative", "ours-matmul", "torch", "mindone", "vae-ours",
+ALL_SYSTEMS = ("peak", "ours-graph", "ours-pynative", "ours-blockjit", "ours-matmul", "torch", "mindone", "vae-ours",
                "vae-torch", "clip-ours", "clip-torch")
 QUICK_SYSTEMS = ("ours-graph", "torch")
 
@@ -176,6 +178,9 @@ def worker_ours(args, mode: str, conv: str):
     for name, p in net.parameters_and_names():
         p.set_data(ms.Tensor(random_weight(name, p.shape)))
     net.set_train(False)
+    if mode == "blockjit":
+        for block in list(net.input_blocks) + [net.middle_block] + list(net.output_blocks):
+            block.construct = ms.jit(block.construct)
     build_s = time.perf_counter() - t0
     h = w = args.size // 8
     sgm, _ = unet_inputs(args.frames, h, w)
@@ -189,7 +194,7 @@ def worker_ours(args, mode: str, conv: str):
     first, med, times = time_calls(call, args.warmup, args.repeats)
     np.save(os.path.join(args.out_dir, f"unet_{args.worker}.npy"), out["y"])
     emit({"system": args.worker, "mode": mode, "conv": os.environ.get("SVD_MS_CONV") or "policy", "step_s": med,
-          "times": times, "first_s": first, "compile_s": max(first - med, 0.0) if mode == "graph" else None,
+          "times": times, "first_s": first, "compile_s": max(first - med, 0.0) if mode in ("graph", "blockjit") else None,
           "build_s": build_s})
 
 
@@ -389,6 +394,7 @@ WORKERS = {
     "ours-pynative": lambda a: worker_ours(a, "pynative", ""),
     "ours-native": lambda a: worker_ours(a, "graph", "native"),
     "ours-matmul": lambda a: worker_ours(a, "graph", "matmul"),
+    "ours-blockjit": lambda a: worker_ours(a, "blockjit", ""),
     "torch": worker_torch,
     "mindone": worker_mindone,
     "vae-ours": worker_vae_ours,
@@ -453,10 +459,11 @@ def report(args, results):
                  "| max rel. diff vs torch |")
     lines.append("|---|---|---|---|---|---|---|---|")
     names = {"ours-graph": "svd-ms, graph mode", "ours-pynative": "svd-ms, PyNative",
+             "ours-blockjit": "svd-ms, PyNative, each UNet block compiled (mindspore.jit)",
              "ours-native": "svd-ms, graph mode, forced native Conv2D/Conv3D kernels",
              "ours-matmul": "svd-ms, graph mode, forced gather+matmul convolutions",
              "torch": "diffusers on PyTorch (eager)", "mindone": "mindone.diffusers, PyNative"}
-    for key in ("ours-graph", "ours-pynative", "ours-native", "ours-matmul", "torch", "mindone"):
+    for key in ("ours-graph", "ours-pynative", "ours-blockjit", "ours-native", "ours-matmul", "torch", "mindone"):
         r = by.get(key)
         if r is None:
             continue

@@ -251,7 +251,7 @@ class Conv3d(_ConvNd):
         self.native_kernel_dtype = ms.float16 if policy.conv3d_lacks_fp32() else None
         # A kernel that spans time only, (k, 1, 1) with stride 1, is a 2-D (k, 1) convolution over
         # (time, height * width): the video models' temporal mixing. MindSpore's CPU Conv2D ran it
-        # 2.2x faster than its Conv3D, with the same result (README "Performance").
+        # 1.3-1.4x faster than its Conv3D, with the same result (benchmarks/cpu_isa.py).
         self.temporal_only = self.kernel_size[1:] == (1, 1) and self.stride == (1, 1, 1) and self.padding[1:] == (0, 0)
 
     def construct(self, x):
