@@ -17,9 +17,16 @@ class Denoiser(nn.Cell):
 
     def construct(self, network, x, sigma, concat, crossattn, vector, image_only_indicator, num_video_frames):
         """`network` is the wrapped UNet (a member of the calling cell); sigma is (B,)."""
+        x, scaled, c_skip, c_out, c_noise = self.precondition(x, sigma)
+        out = network(scaled, c_noise, concat, crossattn, vector, image_only_indicator, num_video_frames)
+        return self.combine(out, x, c_skip, c_out)
+
+    def precondition(self, x, sigma):
+        """(x in float32, the network input c_in x, c_skip, c_out, c_noise of shape sigma's)."""
         sigma = ops.cast(sigma, ms.float32)
         x = ops.cast(x, ms.float32)
         c_skip, c_out, c_in, c_noise = self.scaling(append_dims(sigma, x.ndim))
-        out = network(x * c_in, c_noise.reshape(sigma.shape), concat, crossattn, vector, image_only_indicator,
-                      num_video_frames)
+        return x, x * c_in, c_skip, c_out, c_noise.reshape(sigma.shape)
+
+    def combine(self, out, x, c_skip, c_out):
         return ops.cast(out, ms.float32) * c_out + x * c_skip

@@ -150,19 +150,33 @@ class VideoUNet(nn.Cell):
 
     def construct(self, x, timesteps, context=None, y=None, time_context=None, num_video_frames=None,
                   image_only_indicator=None):
+        emb = self.embed(timesteps, y)
+        h, skips = self.down(x, emb, context, image_only_indicator, num_video_frames, len(self.input_blocks))
+        h = self.middle_block(h, emb, context, image_only_indicator, num_video_frames)
+        h = self.up(h, skips, emb, context, image_only_indicator, num_video_frames, 0, len(self.output_blocks))
+        return self.out(h)
+
+    # The three passes below are the UNet's own stages; DeepCache (deepcache.py) runs parts of them.
+    def embed(self, timesteps, y):
         emb = self.time_embed(timestep_embedding(timesteps, self.model_channels))
         if self.label_emb is not None:
             emb = emb + ops.cast(self.label_emb(y), emb.dtype)
+        return emb
 
+    def down(self, x, emb, context, image_only_indicator, num_video_frames, stop: int):
+        """Input blocks 0 .. stop-1; returns the last output and every block's output (the skips)."""
         h = x
         skips = ()
-        for module in self.input_blocks:
-            h = module(h, emb, context, image_only_indicator, num_video_frames)
+        for index in range(stop):
+            h = self.input_blocks[index](h, emb, context, image_only_indicator, num_video_frames)
             skips = skips + (h,)
-        h = self.middle_block(h, emb, context, image_only_indicator, num_video_frames)
-        index = len(skips) - 1
-        for module in self.output_blocks:
+        return h, skips
+
+    def up(self, h, skips, emb, context, image_only_indicator, num_video_frames, start: int, stop: int):
+        """Output blocks start .. stop-1, output block i joining the skip of input block N-1-i."""
+        index = len(self.input_blocks) - 1 - start
+        for block in range(start, stop):
             h = ops.cat([h, ops.cast(skips[index], h.dtype)], axis=1)
-            h = module(h, emb, context, image_only_indicator, num_video_frames)
+            h = self.output_blocks[block](h, emb, context, image_only_indicator, num_video_frames)
             index -= 1
-        return self.out(h)
+        return h
