@@ -41,7 +41,7 @@ import numpy as np
 from svd_ms import checkpoint as ck
 from svd_ms.checkpoint import CKPT_DTYPES, CheckpointWriter, ms_type_name
 from svd_ms.checkpoint.safetensors import itemsize
-from svd_ms.errors import ConvertError, SVDError
+from svd_ms.errors import ConvertError, SVDError, UsageError
 from svd_ms.util import load_config
 from svd_ms import diffusers_map
 from svd_tools.plan import (Item, component_file, first_names, plan_diffusers, plan_single, with_unet_from,
@@ -303,23 +303,22 @@ def _print_summary(s, log):
         log(f"  warning: {len(s['overflow'])} tensors overflow float16 (inf): {first_names(s['overflow'])}")
 
 
-def _model_config(parser, args) -> str:
-    """--model_config, or its deprecated name --config (with a one-line note on stderr)."""
+def _model_config(args) -> str:
+    """--model_config, or its old name --config (with a one-line note on stderr)."""
     if args.old_config is not None:
         if args.model_config is not None and args.model_config != args.old_config:
-            parser.error("--config is the old name of --model_config; give one of them")
+            raise UsageError("--config is the old name of --model_config; give only one of them")
         print("note: svd_tools.convert's --config is now --model_config; --config will be removed", file=sys.stderr)
         return args.old_config
     if args.model_config is None:
-        parser.error("the following arguments are required: --model_config")
+        raise UsageError("--model_config is required (the model config the weights are for, e.g. configs/svd_xt.yaml)")
     return args.model_config
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    model_config = _model_config(parser, args)
+    args = build_parser().parse_args(argv)
     try:
+        model_config = _model_config(args)
         convert(args.pt_weights_file, model_config, args.out_dir, dtype=args.dtype, force=args.force,
                 unet_weights=args.unet_weights)
     except SVDError as exc:
