@@ -30,9 +30,11 @@ def test_other_formats_are_refused_with_the_convert_command(tmp_path):
     (tmp_path / "folder" / "unet").mkdir(parents=True)
     index = tmp_path / "m.safetensors.index.json"
     index.write_text("{}")
-    for path, words in [(pickle, "PyTorch checkpoint; convert it first: python -m svd_tools.convert"),
-                        (torch_zip, "--model_config CONFIG"), (tmp_path / "folder", "diffusers folder; convert it first"),
-                        (index, "sharded safetensors index")]:
+    cases = [(pickle, "PyTorch checkpoint; convert it first: python -m svd_tools.convert"),
+             (torch_zip, "--model_config CONFIG"), (index, "sharded safetensors index")]
+    if "diffusers-folder" not in readers.ENGINE_READERS:  # until a folder reader is plugged in
+        cases.append((tmp_path / "folder", "diffusers folder; convert it first"))
+    for path, words in cases:
         with pytest.raises(CheckpointError, match=words) as info:
             readers.engine_checkpoint_format(path)
         assert "\n" not in str(info.value) and repr(str(path)) in str(info.value)
