@@ -40,7 +40,8 @@ def main(argv=None) -> int:
 
     from svd_ms.errors import SVDError
     from svd_ms.runtime import Cluster, setup_device
-    from svd_ms.training.trainer import TRAINING_MODE, Trainer, load_train_config
+    from svd_ms.training.config import load_train_config
+    from svd_ms.training.trainer import TRAINING_MODE, Trainer
 
     try:
         cfg = load_train_config(args.config, args.overrides)

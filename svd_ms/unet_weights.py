@@ -10,6 +10,7 @@ from typing import Dict, Tuple
 import mindspore as ms
 import numpy as np
 
+from .checkpoint import SafetensorsReader, is_safetensors, quote_path
 from .errors import CheckpointError, CheckpointMismatchError
 
 UNET_PREFIX = "model.diffusion_model."
@@ -25,12 +26,11 @@ def resolve_unet_file(path_or_folder: str) -> str:
                 candidate = os.path.join(folder, name)
                 if os.path.isfile(candidate):
                     return candidate
-        raise CheckpointError(f"UNet weights folder '{path}' holds no {_FOLDER_FILES[0]} (nor in unet/)")
+        raise CheckpointError(f"UNet weights folder {quote_path(path)} holds no {_FOLDER_FILES[0]} (nor in unet/)")
     if not os.path.isfile(path):
-        raise CheckpointError(f"UNet weights '{path}' do not exist")
-    if not path.endswith(".safetensors"):
-        # Pickled formats can run code when read: only safetensors is accepted.
-        raise CheckpointError(f"UNet weights '{path}' must be a .safetensors file")
+        raise CheckpointError(f"UNet weights {quote_path(path)} do not exist")
+    if not is_safetensors(path):  # by content: pickled formats can run code when read
+        raise CheckpointError(f"UNet weights {quote_path(path)} must be a safetensors file")
     return path
 
 
@@ -59,27 +59,20 @@ def plan_unet_weights(shapes: Dict[str, Tuple[int, ...]], engine_shapes: Dict[st
 
 
 def load_unet_weights(engine, path_or_folder: str) -> Dict[str, int]:
-    """Replace every UNet parameter of `engine` by the diffusers-layout tensors of `path_or_folder`."""
-    from safetensors import safe_open
-
+    """Replace every UNet parameter of `engine` by the diffusers-layout tensors of `path_or_folder`.
+    Every tensor is read before the first parameter changes."""
     path = resolve_unet_file(path_or_folder)
-    source = f"UNet weights '{path}'"
-    try:
-        handle = safe_open(path, framework="np")
-        shapes = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
-    except Exception as exc:  # safetensors raises several types for unreadable files
-        raise CheckpointError(f"{source} are not a readable safetensors file ({str(exc).splitlines()[0]})") from None
-    params = dict(engine.parameters_and_names())
-    places = plan_unet_weights(shapes, {n: tuple(p.shape) for n, p in params.items()}, source)
-    arrays = {}
-    for key in places:
-        try:
-            value = np.asarray(handle.get_tensor(key))
-        except Exception as exc:
-            raise CheckpointError(f"{source} are truncated or corrupt at '{key}' ({str(exc).splitlines()[0]})") from None
-        if value.dtype.kind != "f":
-            raise CheckpointError(f"{source}: tensor '{key}' has non-float dtype {value.dtype}")
-        arrays[key] = value
+    source = f"UNet weights {quote_path(path)}"
+    with SafetensorsReader(path, label="UNet weights") as reader:
+        shapes = {key: reader.info(key)[0] for key in reader.keys()}
+        params = dict(engine.parameters_and_names())
+        places = plan_unet_weights(shapes, {n: tuple(p.shape) for n, p in params.items()}, source)
+        arrays = {}
+        for key in places:
+            dtype = reader.info(key)[1]
+            if not dtype.startswith(("float", "bfloat")):
+                raise CheckpointError(f"{source}: tensor '{key}' has non-float dtype {dtype}")
+            arrays[key] = reader.read(key)
     for key, target in places.items():
         param = params[target]
         param.set_data(ms.Tensor(arrays[key].astype(np.float32), param.dtype))

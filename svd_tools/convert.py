@@ -1,6 +1,6 @@
 """Convert Stable Video Diffusion weights from PyTorch releases into a MindSpore .ckpt.
 
-    python -m svd_tools.convert --pt_weights_file PATH --config CONFIG --out_dir DIR
+    python -m svd_tools.convert --pt_weights_file PATH --model_config CONFIG --out_dir DIR
 
 (`python svd_tools/convert.py ...` works too once the project is installed: `pip install -e .`.)
 
@@ -11,7 +11,8 @@ PATH is one of
 The result, DIR/<name>.ckpt, is read by mindspore.load_checkpoint; its parameter names are
 the svd_ms engine's.
 
-Everything is checked against the model that CONFIG describes before a byte is written, and
+CONFIG is the model config (configs/svd_xt.yaml, ...); `--config` is still accepted as its old
+name, with a note. Everything is checked against the model that CONFIG describes before a byte is written, and
 tensors are streamed from the input to the output one at a time.
 """
 import sys
@@ -30,41 +31,24 @@ if __name__ == "__main__" and not __package__:
 
 import argparse
 import os
-import re
 import shutil
 import time
 from collections import Counter, OrderedDict
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from svd_ms import checkpoint as ck
-from svd_ms.errors import ConvertError, SVDError
+from svd_ms.checkpoint import CKPT_DTYPES, CheckpointWriter, ms_type_name
+from svd_ms.checkpoint.safetensors import itemsize
+from svd_ms.errors import ConvertError, SVDError, UsageError
 from svd_ms.util import load_config
 from svd_ms import diffusers_map
-from svd_tools.ms_ckpt import CheckpointWriter, ms_type_name
+from svd_tools.plan import (Item, component_file, first_names, plan_diffusers, plan_single, with_unet_from,
+                             zero_filled_items)
 from svd_tools.sources import open_file_source
 
 DTYPES = {"fp16": np.float16, "fp32": np.float32, "keep": None}
-
-# Parameters the engine may expect that a diffusers folder cannot provide: the conditioner's
-# image-latent embedder is an AutoencoderKLModeOnly that carries a (2D) decoder and a
-# post_quant_conv, but only ever encodes, so they do not take part in inference.  The
-# diffusers release keeps only what inference uses.
-_DIFFUSERS_ABSENT_UNUSED = re.compile(r"^conditioner\.embedders\.\d+\.encoder\.(decoder\.|post_quant_conv\.)")
-
-
-@dataclass
-class Item:
-    """One engine parameter of the output."""
-
-    name: str
-    shape: Tuple[int, ...]
-    src_dtype: str  # numpy dtype name of the (first) source tensor, "bfloat16" included
-    sources: Tuple[Tuple[object, str], ...]  # (reader, key) pairs; empty for zero-filled
-    op: str = "copy"
-
 
 def expected_shapes(config) -> Dict[str, Tuple[int, ...]]:
     """Names and shapes of every engine parameter for ``config``, without allocating weights."""
@@ -79,112 +63,7 @@ def _human(nbytes: float) -> str:
     return f"{nbytes:.2f} GB"
 
 
-def _first(names, n=5) -> str:
-    names = list(names)
-    more = f" (+{len(names) - n} more)" if len(names) > n else ""
-    return ", ".join(names[:n]) + more
-
-
-# ----------------------------------------------------------------------------- inputs
-
-
-_WEIGHT_FILES = {
-    "unet": "diffusion_pytorch_model",
-    "vae": "diffusion_pytorch_model",
-    "image_encoder": "model",
-}
-
-
-def _component_file(folder: str, component: str, prefer_fp16: bool) -> str:
-    base = os.path.join(folder, component, _WEIGHT_FILES[component])
-    variants = [".fp16", ""] if prefer_fp16 else ["", ".fp16"]
-    candidates = []
-    for ext in (".safetensors", ".safetensors.index.json", ".bin"):
-        candidates += [f"{base}{variant}{ext}" for variant in variants]
-    for path in candidates:
-        if os.path.isfile(path):
-            return path
-    names = ", ".join(os.path.basename(c) for c in candidates[:2])
-    raise ConvertError(f"diffusers folder {folder} has no {component} weights (looked for {component}/{{{names}, ...}})")
-
-
-def _conditioner_indices(cfg) -> Tuple[int, Optional[int]]:
-    """Positions of the CLIP image embedder and the VAE-latent embedder in the config."""
-    clip_index, vae_index = 0, None
-    try:
-        models = cfg.model.params.conditioner_config.params.emb_models
-        for i, entry in enumerate(models):
-            target = str(entry.get("target", ""))
-            if target.endswith("FrozenOpenCLIPImagePredictionEmbedder"):
-                clip_index = i
-            elif target.endswith("VideoPredictionEmbedderWithEncoder"):
-                vae_index = i
-    except Exception:  # the engine reports unusable configs on its own
-        return 0, 3
-    return clip_index, vae_index
-
-
-def _plan_single(source) -> Tuple[List[Item], Dict[str, str], Dict[str, Tuple[int, ...]]]:
-    """Plan for an upstream-layout file: names are kept, the engine's ignore list applies."""
-    items: List[Item] = []
-    ignored: Dict[str, str] = {}
-    for key in source.keys():
-        shape, dtype = source.info(key)
-        name = ck.map_upstream_key(key)
-        if name is None:
-            ignored[key] = ck.ignored_reason(key) or "not used by the engine"
-            continue
-        items.append(Item(name, tuple(shape), dtype, ((source, key),)))
-    return items, ignored, {}
-
-
-def _plan_diffusers(folder, sources, cfg, expected):
-    keys = {comp: src.keys() for comp, src in sources.items()}
-    clip_index, vae_index = _conditioner_indices(cfg)
-    rules, ignored, unknown = diffusers_map.plan(keys, clip_index, vae_index)
-
-    def locate(prefixed):
-        comp, key = prefixed.split("/", 1)
-        return sources[comp], key
-
-    items: List[Item] = []
-    odd: Dict[str, Tuple[int, ...]] = {}
-    for rule in rules:
-        srcs = tuple(locate(s) for s in rule.sources)
-        infos = [src.info(key) for src, key in srcs]
-        shape = diffusers_map.output_shape(rule.op, [tuple(i[0]) for i in infos])
-        if shape is None:
-            raise ConvertError(
-                f"{folder}: tensors {_first(rule.sources)} cannot be combined (shapes {[i[0] for i in infos]})"
-            )
-        names = [(u, ck.map_upstream_key(u)) for u in rule.upstream]
-        wanted = [(u, n) for u, n in names if n is not None and n in expected]
-        if not wanted:  # keep one so that the mismatch report names it
-            wanted = [(u, n) for u, n in names if n is not None][:1]
-            if not wanted:
-                ignored[rule.sources[0]] = ck.ignored_reason(rule.upstream[0]) or "not used by the engine"
-                continue
-        for _, name in wanted:
-            items.append(Item(name, shape, infos[0][1], srcs, rule.op))
-    for prefixed in unknown:
-        src, key = locate(prefixed)
-        odd[prefixed] = tuple(src.info(key)[0])
-    return items, ignored, odd
-
-
 # ----------------------------------------------------------------------------- conversion
-
-
-def _with_unet_from(items: List[Item], unet_file: str, expected, opened: list) -> List[Item]:
-    """`items` with every UNet parameter taken from a diffusers-layout UNet-only file instead,
-    checked name by name and shape by shape first (one line naming the first misfit)."""
-    from svd_ms.unet_weights import UNET_PREFIX, plan_unet_weights
-    unet = open_file_source(unet_file)
-    opened.append(unet)
-    infos = {key: unet.info(key) for key in unet.keys()}
-    places = plan_unet_weights({key: tuple(shape) for key, (shape, _) in infos.items()}, expected, unet_file)
-    kept = [it for it in items if not it.name.startswith(UNET_PREFIX)]
-    return kept + [Item(target, tuple(infos[key][0]), infos[key][1], ((unet, key),)) for key, target in places.items()]
 
 
 def _convert_array(array: np.ndarray, target) -> np.ndarray:
@@ -218,12 +97,9 @@ def _out_type(item: Item, target, keep_bf16: bool) -> str:
     return ms_type_name(src)
 
 
-_ITEMSIZE = {"BFloat16": 2, "Float16": 2, "Float32": 4, "Float64": 8, "Int8": 1, "UInt8": 1, "Bool": 1,
-             "Int16": 2, "UInt16": 2, "Int32": 4, "UInt32": 4, "Int64": 8, "UInt64": 8}
-
-
 def _output_nbytes(items: List[Item], target, keep_bf16: bool) -> int:
-    return sum(int(np.prod(it.shape, dtype=np.int64)) * _ITEMSIZE[_out_type(it, target, keep_bf16)] for it in items)
+    return sum(int(np.prod(it.shape, dtype=np.int64)) * itemsize(CKPT_DTYPES[_out_type(it, target, keep_bf16)])
+               for it in items)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -241,12 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
         "image_encoder/ (fp16 variants accepted)",
     )
     p.add_argument(
-        "--config",
-        required=True,
+        "--model_config",
         metavar="CONFIG",
         help="the model config the weights are for, e.g. configs/svd_xt.yaml; every tensor is checked "
-        "against the model it describes (names and shapes) before anything is written",
+        "against the model it describes (names and shapes) before anything is written (required)",
     )
+    p.add_argument("--config", dest="old_config", metavar="CONFIG",
+                   help="the old name of --model_config (deprecated; image_to_video.py's --config is a YAML "
+                   "file of flags)")
     p.add_argument(
         "--out_dir",
         required=True,
@@ -277,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def convert(pt_weights_file: str, config: str, out_dir: str, dtype: str = "keep", force: bool = False, log=print,
+def convert(pt_weights_file: str, model_config: str, out_dir: str, dtype: str = "keep", force: bool = False, log=print,
             unet_weights: Optional[str] = None):
     """Convert and return a summary dict.  Raises an SVDError (ConvertError, ConfigError,
     CheckpointError) with a one-line message for anything a user can get wrong."""
@@ -286,8 +164,8 @@ def convert(pt_weights_file: str, config: str, out_dir: str, dtype: str = "keep"
     src_path = os.path.abspath(pt_weights_file)
     if not os.path.exists(src_path):
         raise ConvertError(f"input not found: {ck.quote_path(pt_weights_file)}")
-    # Before anything else: a config names the classes to build, and is refused before any import.
-    cfg = load_config(config, require_model=True)
+    # Before anything else: a model config names the classes to build, and is refused before any import.
+    cfg = load_config(model_config, require_model=True)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ConvertError(f"--out_dir {out_dir} exists and is not a directory")
     is_folder = os.path.isdir(src_path)
@@ -308,7 +186,7 @@ def convert(pt_weights_file: str, config: str, out_dir: str, dtype: str = "keep"
         if is_folder:
             sources = OrderedDict()
             for comp in diffusers_map.COMPONENTS:
-                sources[comp] = open_file_source(_component_file(src_path, comp, prefer_fp16=(dtype == "fp16")))
+                sources[comp] = open_file_source(component_file(src_path, comp, prefer_fp16=(dtype == "fp16")))
                 opened.append(sources[comp])
         else:
             source = open_file_source(src_path)
@@ -317,32 +195,29 @@ def convert(pt_weights_file: str, config: str, out_dir: str, dtype: str = "keep"
         try:
             expected = expected_shapes(cfg)
         except SVDError as exc:
-            raise ConvertError(f"{config}: {exc}") from None
-        except Exception as exc:  # a config whose parameters the model classes reject
+            raise ConvertError(f"{model_config}: {exc}") from None
+        except Exception as exc:  # a model config whose parameters the model classes reject
             first = str(exc).splitlines()[0] if str(exc) else ""
-            raise ConvertError(f"cannot build the model described by {config} ({type(exc).__name__}: {first})") from None
+            raise ConvertError(f"cannot build the model described by {model_config} ({type(exc).__name__}: {first})") from None
 
         if is_folder:
-            items, ignored, odd = _plan_diffusers(pt_weights_file, sources, cfg, expected)
+            items, ignored, odd = plan_diffusers(pt_weights_file, sources, cfg, expected)
         else:
-            items, ignored, odd = _plan_single(source)
+            items, ignored, odd = plan_single(source)
 
         if unet_weights is not None:
-            items = _with_unet_from(items, unet_file, expected, opened)
+            items = with_unet_from(items, unet_file, expected, opened)
 
         seen = Counter(it.name for it in items)
         dups = [n for n, c in seen.items() if c > 1]
         if dups:
-            raise ConvertError(f"{pt_weights_file}: several tensors map to the same parameter: {_first(dups)}")
+            raise ConvertError(f"{pt_weights_file}: several tensors map to the same parameter: {first_names(dups)}")
 
         zero_filled: List[str] = []
         if is_folder:
-            floats = Counter(it.src_dtype for it in items if it.src_dtype in ("float16", "float32", "bfloat16"))
-            fill_dtype = floats.most_common(1)[0][0] if floats else "float32"
-            for name in expected:
-                if name not in seen and _DIFFUSERS_ABSENT_UNUSED.match(name):
-                    zero_filled.append(name)
-                    items.append(Item(name, tuple(expected[name]), fill_dtype, ()))
+            zero_items = zero_filled_items(items, expected)
+            zero_filled = [it.name for it in zero_items]
+            items += zero_items
 
         found = {it.name: tuple(it.shape) for it in items}
         found.update(odd)
@@ -350,9 +225,9 @@ def convert(pt_weights_file: str, config: str, out_dir: str, dtype: str = "keep"
             ck.check_names(expected, found, source=f"{pt_weights_file}")
         except SVDError as exc:
             msg = str(exc)
-            msg = msg.replace("does not fit the config", f"does not fit {config}")
-            if config not in msg:
-                msg = f"{pt_weights_file} does not fit {config}: {msg}"
+            msg = msg.replace("does not fit the config", f"does not fit {model_config}")
+            if model_config not in msg:
+                msg = f"{pt_weights_file} does not fit {model_config}: {msg}"
             raise ConvertError(msg) from None
 
         keep_bf16 = target is None
@@ -425,13 +300,26 @@ def _print_summary(s, log):
         log("  ignored:     none")
     log("  dtype:       " + ", ".join(f"{t} ({n})" for t, n in sorted(s["dtypes"].items())))
     if s["overflow"]:
-        log(f"  warning: {len(s['overflow'])} tensors overflow float16 (inf): {_first(s['overflow'])}")
+        log(f"  warning: {len(s['overflow'])} tensors overflow float16 (inf): {first_names(s['overflow'])}")
+
+
+def _model_config(args) -> str:
+    """--model_config, or its old name --config (with a one-line note on stderr)."""
+    if args.old_config is not None:
+        if args.model_config is not None and args.model_config != args.old_config:
+            raise UsageError("--config is the old name of --model_config; give only one of them")
+        print("note: svd_tools.convert's --config is now --model_config; --config will be removed", file=sys.stderr)
+        return args.old_config
+    if args.model_config is None:
+        raise UsageError("--model_config is required (the model config the weights are for, e.g. configs/svd_xt.yaml)")
+    return args.model_config
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        convert(args.pt_weights_file, args.config, args.out_dir, dtype=args.dtype, force=args.force,
+        model_config = _model_config(args)
+        convert(args.pt_weights_file, model_config, args.out_dir, dtype=args.dtype, force=args.force,
                 unet_weights=args.unet_weights)
     except SVDError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -3,26 +3,15 @@
 ``safetensors.numpy.save_file`` needs every tensor in memory at once.  The format is simple
 enough to stream: an 8-byte little-endian header length, a JSON header giving each tensor's
 dtype, shape and byte range, then the raw little-endian data in that order.  Shapes and dtypes
-must be known up front; the data is produced lazily.
+must be known up front; the data is produced lazily. The dtype table is the reader's
+(svd_ms.checkpoint.safetensors), so whatever is written here reads back there.
 """
 import json
 import struct
 
 import numpy as np
 
-_TAGS = {
-    "float64": "F64",
-    "float32": "F32",
-    "float16": "F16",
-    "bfloat16": "BF16",
-    "int64": "I64",
-    "int32": "I32",
-    "int16": "I16",
-    "int8": "I8",
-    "uint8": "U8",
-    "bool": "BOOL",
-}
-_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+from svd_ms.checkpoint.safetensors import SAFETENSORS_TAGS, itemsize
 
 
 def write_safetensors(path, specs, produce, metadata=None, align=8):
@@ -34,8 +23,8 @@ def write_safetensors(path, specs, produce, metadata=None, align=8):
     header = {}
     offset = 0
     for name, dtype, shape in specs:
-        tag = _TAGS[dtype]
-        n = int(np.prod(shape, dtype=np.int64)) * _SIZES[tag]
+        tag = SAFETENSORS_TAGS[dtype]
+        n = int(np.prod(shape, dtype=np.int64)) * itemsize(dtype)
         header[name] = {"dtype": tag, "shape": [int(d) for d in shape], "data_offsets": [offset, offset + n]}
         offset += n
     if metadata:

@@ -8,8 +8,9 @@ Every reader exposes the same small interface:
   ``raw_bf16=True``, in which case the uint16 bit patterns are returned),
 * ``close()``.
 
-The safetensors reader and format detection are the engine's own (svd_ms.checkpoint); this
-module adds what only the converter reads: sharded safetensors and torch pickles. Errors a
+The safetensors reader and format detection are the engine's own (svd_ms.checkpoint, whose
+readers.py describes the interface); this module adds what only the converter reads: sharded
+safetensors and torch pickles. Errors a
 user can cause are raised as svd_ms.errors.CheckpointError with a one-line message.
 """
 import json

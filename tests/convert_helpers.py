@@ -44,3 +44,36 @@ def run_cli(*args, timeout=600):
     env = dict(os.environ, PYTHONWARNINGS="ignore", GLOG_v="3")
     cmd = [sys.executable, "-m", "svd_tools.convert"] + [str(a) for a in args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
+
+
+def converted_tiny(out_dir) -> str:
+    """The tiny reference converted by svd_tools.convert (float16 kept, as upstream ships it):
+    the path of the .ckpt."""
+    from svd_tools.convert import convert
+
+    convert(TINY, TINY_CONFIG, str(out_dir), log=lambda *a: None)
+    return os.path.join(str(out_dir), "tiny_svd.ckpt")
+
+
+def write_bf16_safetensors(path, state, metadata=None) -> str:
+    """A bfloat16 .safetensors written by hand (numpy has no bfloat16): each float array rounded
+    to its top 16 bits (round half up), in the layout the format defines."""
+    import json
+    import struct
+
+    import numpy as np
+
+    header, blobs, offset = {}, [], 0
+    for key, value in state.items():
+        bits = (np.ascontiguousarray(value, np.float32).view(np.uint32) + 0x8000) >> 16
+        raw = bits.astype("<u2").tobytes()
+        header[key] = {"dtype": "BF16", "shape": list(np.shape(value)), "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    if metadata:
+        header["__metadata__"] = metadata
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+    return str(path)

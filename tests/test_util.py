@@ -126,7 +126,7 @@ def test_converter_refuses_before_writing(tmp_path, target, tripwire, capsys):
     from svd_tools.convert import main
 
     out = tmp_path / "out"
-    code = main(["--pt_weights_file", TINY_WEIGHTS, "--config", _evil_config(tmp_path, target), "--out_dir", str(out)])
+    code = main(["--pt_weights_file", TINY_WEIGHTS, "--model_config", _evil_config(tmp_path, target), "--out_dir", str(out)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and target in err and "not allowed" in err, err
     assert not out.exists() and not tripwire.exists()

@@ -13,7 +13,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..errors import LoRAError
+from ..checkpoint import SafetensorsReader, is_safetensors, quote_path
+from ..errors import CheckpointError, LoRAError
 from .names import UNetNames, split_key
 
 FORMAT = "svd-ms-lora/1"
@@ -38,19 +39,21 @@ class ModuleDelta:
 
 
 def read_safetensors(path: str) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
+    """(tensors, metadata) of a LoRA file, read by the project's one safetensors reader (so
+    bfloat16 files are read too). Whether it is safetensors is decided by its content, whatever its
+    name; anything else is refused unread, since a pickle could run code."""
     if not os.path.isfile(path):
-        raise LoRAError(f"LoRA file '{path}' does not exist")
-    if not path.endswith(".safetensors"):
-        raise LoRAError(f"LoRA file '{path}' is not a .safetensors file (pickled files are not read: they can run code)")
-    from safetensors import safe_open
+        raise LoRAError(f"LoRA file {quote_path(path)} does not exist")
     try:
-        with safe_open(path, framework="np") as f:
-            metadata = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # safetensors raises several types for corrupt files
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise LoRAError(f"LoRA file '{path}' is not a readable safetensors file ({first})") from None
-    return tensors, metadata
+        if not is_safetensors(path):
+            raise LoRAError(f"LoRA file {quote_path(path)} is not a safetensors file (pickled files are not read: "
+                            "they can run code)")
+        with SafetensorsReader(path, label="LoRA file") as reader:
+            return {key: reader.read(key) for key in reader.keys()}, dict(reader.metadata)
+    except LoRAError:
+        raise
+    except CheckpointError as exc:  # the reader's one-line message, already naming the LoRA file
+        raise LoRAError(str(exc)) from None
 
 
 def _metadata_alpha(metadata: Dict[str, str]) -> Optional[float]:

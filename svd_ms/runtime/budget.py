@@ -11,13 +11,19 @@ video and the 8-bit copy).
 from typing import Dict, Optional
 
 from ..errors import InputError
+from .memory import available_host_bytes, format_bytes
+
+# available_host_bytes is THE free-memory rule (runtime/memory.py); it is named here too because
+# callers check a run with check_fits(estimate, available_host_bytes(), ...).
+__all__ = ["ATTENTION_CHUNK_BYTES", "estimate_generation_bytes", "check_fits", "available_host_bytes"]
 
 FLOAT = 4
 UNET_ACTIVATION_FACTOR = 16
 VAE_DECODER_CHANNELS = 128
 VAE_ACTIVATION_FACTOR = 8
+# Largest float32 score tensor (bytes) the math attention (svd_ms/modules/attention.py) forms at
+# once; larger problems are processed in chunks of the batch axis.
 ATTENTION_CHUNK_BYTES = 1 << 30
-SAFETY = 0.9  # leave a tenth of what is free to everything else
 
 
 def estimate_generation_bytes(num_frames: int, height: int, width: int, decode_chunk_size: int,
@@ -33,21 +39,13 @@ def estimate_generation_bytes(num_frames: int, height: int, width: int, decode_c
     return parts
 
 
-def available_host_bytes() -> Optional[int]:
-    try:
-        import psutil
-        return int(psutil.virtual_memory().available)
-    except Exception:
-        return None
-
-
 def check_fits(estimate: Dict[str, int], available: Optional[int], what: str) -> None:
-    """InputError with the estimate and the limit when `estimate` cannot fit in `available`."""
-    if available is None or estimate["total"] <= SAFETY * available:
+    """InputError with the estimate and the limit when `estimate` cannot fit in `available`
+    (bytes a run may take, as runtime.memory.available_host_bytes gives them; None: unknown)."""
+    if available is None or estimate["total"] <= available:
         return
-    gib = 2.0 ** 30
     biggest = max((k for k in estimate if k != "total"), key=estimate.get)
-    raise InputError(f"{what} needs about {estimate['total'] / gib:.1f} GiB of memory (mostly {biggest}, "
-                     f"{estimate[biggest] / gib:.1f} GiB), more than the {SAFETY * available / gib:.1f} GiB this "
+    raise InputError(f"{what} needs about {format_bytes(estimate['total'])} of memory (mostly {biggest}, "
+                     f"{format_bytes(estimate[biggest])}), more than the {format_bytes(available)} this "
                      f"machine can give it; use fewer frames, a smaller --width/--height or a smaller "
                      f"--SVD.decode_chunk_size")

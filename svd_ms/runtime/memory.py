@@ -1,6 +1,30 @@
-"""Peak memory of this process (host resident set, and the device's allocator off CPU)."""
+"""Host memory: THE free-memory rule every check uses, and the peak memory of this process.
+
+The free-memory rule (available_host_bytes) is the one place that says how much more host memory
+a run may take; the checkpoint loader and the generation budget (runtime/budget.py) both compare
+their needs with it, so a load and a generation are judged alike. The rule:
+  * MemAvailable (what psutil reports as available): the kernel's own estimate of what can be
+    allocated without swapping, reclaimable page cache included (MemFree would refuse a machine
+    whose memory merely holds cached files);
+  * swap not counted: every weight and activation is touched at every sampling step, so whatever
+    lands in swap is read back at every step and the run does not finish in useful time;
+  * a tenth held back (HEADROOM) for the interpreter, the framework's allocator and other
+    processes: a plan that takes everything still ends in the OOM killer, which gives no message.
+Amounts are bytes; messages show them in GiB (format_bytes).
+"""
 import contextlib
 from typing import Dict, Optional
+
+HEADROOM = 0.9  # share of the available memory a run may plan to take
+
+
+def available_host_bytes() -> Optional[int]:
+    """Bytes of host memory a run may still take (the rule above), or None where unknown."""
+    try:
+        import psutil
+        return int(HEADROOM * psutil.virtual_memory().available)
+    except Exception:  # psutil missing, or a platform it cannot read
+        return None
 
 
 def format_bytes(n: Optional[int]) -> str:

@@ -13,7 +13,6 @@ raises `DataError`.
 import csv
 import hashlib
 import logging
-import math
 import os
 from typing import Dict, Iterator, List, Optional, Tuple
 

@@ -18,3 +18,14 @@ def test_too_large_is_refused_with_numbers():
     message = str(info.value)
     assert "GiB" in message and "100000 frames" in message and "\n" not in message
     check_fits(estimate_generation_bytes(5, 128, 192, 3), 24 * 2**30, "tiny")  # fits: no error
+
+
+def test_limit_is_the_memory_rule_as_given():
+    """check_fits takes what runtime.memory's rule says a run may take, with no second margin."""
+    from svd_ms.runtime.budget import ATTENTION_CHUNK_BYTES
+    estimate = estimate_generation_bytes(14, 256, 256, 7)
+    assert estimate["attention"] == ATTENTION_CHUNK_BYTES
+    check_fits(estimate, estimate["total"], "exactly enough")
+    with pytest.raises(InputError, match="more than the .* GiB this machine can give it"):
+        check_fits(estimate, estimate["total"] - 1, "one byte short")
+    check_fits(estimate, None, "unknown memory")  # cannot tell: no refusal

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import convert_helpers as H  # tests/ is on sys.path under pytest
-from svd_tools import ms_ckpt
 from svd_tools.safetensors_stream import write_safetensors
 from svd_ms.checkpoint import bf16_to_f32
 
@@ -44,45 +43,12 @@ def check_refusal(result, out_dir, *words):
     print(f"\nrefused: {err}")
 
 
-# ------------------------------------------------------------------------------------ the writer
-
-
-def test_record_bytes_match_protobuf_serialisation():
-    pb2 = ms_ckpt.checkpoint_pb2()
-    for name, arr in [("a.b", np.arange(6, dtype=np.float32).reshape(2, 3)), ("s", np.array(1.5, np.float16)),
-                      ("e", np.zeros((0, 4), np.float32)), ("i", np.arange(3, dtype=np.int64))]:
-        msg = pb2.Checkpoint()
-        v = msg.value.add()
-        v.tag = name
-        v.tensor.dims.extend(arr.shape)
-        v.tensor.tensor_type = ms_ckpt.ms_type_name(arr.dtype)
-        v.tensor.tensor_content = arr.tobytes()
-        ours = ms_ckpt.record_prefix(name, arr.shape, ms_ckpt.ms_type_name(arr.dtype), arr.nbytes) + arr.tobytes()
-        assert ours == msg.SerializeToString(), name
-
-
-def test_writer_output_loads_in_mindspore(tmp_path, monkeypatch):
-    monkeypatch.setattr(ms_ckpt, "SLICE_BYTES", 64)  # force multi-record tensors
-    rng = np.random.default_rng(0)
-    tensors = {"w": rng.standard_normal((7, 5)).astype(np.float32), "h": rng.standard_normal(40).astype(np.float16),
-               "scalar": np.array(3.0, np.float32), "n": np.arange(33, dtype=np.int32)}
-    with open(tmp_path / "x.ckpt", "wb") as f:
-        w = ms_ckpt.CheckpointWriter(f)
-        for k, v in tensors.items():
-            w.write(k, v)
-    got = load_ckpt(tmp_path / "x.ckpt")
-    assert list(got) == list(tensors)
-    for k, v in tensors.items():
-        a = got[k].asnumpy()
-        assert a.dtype == v.dtype and a.shape == v.shape and np.array_equal(a, v), k
-
-
 # ------------------------------------------------------------------------------------ tiny reference
 
 
 @pytest.mark.parametrize("dtype,np_type", [("keep", np.float16), ("fp32", np.float32), ("fp16", np.float16)])
 def test_tiny_reference_converts(tmp_path, tiny, dtype, np_type):
-    r = H.run_cli("--pt_weights_file", H.TINY, "--config", H.TINY_CONFIG, "--out_dir", tmp_path, "--dtype", dtype)
+    r = H.run_cli("--pt_weights_file", H.TINY, "--model_config", H.TINY_CONFIG, "--out_dir", tmp_path, "--dtype", dtype)
     print(r.stdout)
     assert r.returncode == 0, r.stderr
     assert os.listdir(tmp_path) == ["tiny_svd.ckpt"]
@@ -110,7 +76,7 @@ def test_fp32_input_and_torch_pickle_with_state_dict(tmp_path, tiny):
     torch.save({"state_dict": {k: torch.from_numpy(v.astype(np.float32)) for k, v in tiny.items()}, "epoch": 3}, path)
     out = tmp_path / "out"
     for dtype, np_type in (("keep", np.float32), ("fp16", np.float16)):
-        r = H.run_cli("--pt_weights_file", path, "--config", H.TINY_CONFIG, "--out_dir", out, "--dtype", dtype, "--force")
+        r = H.run_cli("--pt_weights_file", path, "--model_config", H.TINY_CONFIG, "--out_dir", out, "--dtype", dtype, "--force")
         assert r.returncode == 0, r.stderr
         got = load_ckpt(out / "old_svd.ckpt")
         for name in _engine_expected():
@@ -125,7 +91,7 @@ def test_bfloat16_input(tmp_path, tiny):
     write_safetensors(src, [(k, "bfloat16", v.shape) for k, v in bits.items()], lambda k: bits[k])
     for dtype in ("keep", "fp32"):
         out = tmp_path / dtype
-        r = H.run_cli("--pt_weights_file", src, "--config", H.TINY_CONFIG, "--out_dir", out, "--dtype", dtype)
+        r = H.run_cli("--pt_weights_file", src, "--model_config", H.TINY_CONFIG, "--out_dir", out, "--dtype", dtype)
         assert r.returncode == 0, r.stderr
         assert ("BFloat16" if dtype == "keep" else "Float32") in r.stdout
         got = load_ckpt(out / "svd_bf16.ckpt")
@@ -140,14 +106,27 @@ def test_bfloat16_input(tmp_path, tiny):
 
 def test_force_replaces_and_help(tmp_path):
     (tmp_path / "tiny_svd.ckpt").write_bytes(b"old")
-    r = H.run_cli("--pt_weights_file", H.TINY, "--config", H.TINY_CONFIG, "--out_dir", tmp_path, "--force")
+    r = H.run_cli("--pt_weights_file", H.TINY, "--model_config", H.TINY_CONFIG, "--out_dir", tmp_path, "--force")
     assert r.returncode == 0, r.stderr
     assert os.path.getsize(tmp_path / "tiny_svd.ckpt") > 1000
     assert sorted(os.listdir(tmp_path)) == ["tiny_svd.ckpt"]
     h = H.run_cli("--help")
     assert h.returncode == 0
-    for flag in ("--pt_weights_file", "--config", "--out_dir", "--dtype", "--force", "fp16", "keep", "diffusers"):
+    for flag in ("--pt_weights_file", "--model_config", "--out_dir", "--dtype", "--force", "fp16", "keep", "diffusers"):
         assert flag in h.stdout, flag
+
+
+def test_old_config_flag_still_works_with_a_note(tmp_path):
+    """--config, convert's old name for --model_config, converts as before and says so in one line."""
+    r = H.run_cli("--pt_weights_file", H.TINY, "--config", H.TINY_CONFIG, "--out_dir", tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert os.path.getsize(tmp_path / "tiny_svd.ckpt") > 1000
+    notes = [line for line in r.stderr.splitlines() if "--model_config" in line]
+    assert len(notes) == 1 and "--config is now --model_config" in notes[0], r.stderr
+    out = tmp_path / "both"
+    check_refusal(H.run_cli("--pt_weights_file", H.TINY, "--config", H.TINY_CONFIG, "--model_config", "other.yaml",
+                            "--out_dir", out), out, "--model_config")
+    check_refusal(H.run_cli("--pt_weights_file", H.TINY, "--out_dir", out), out, "--model_config")
 
 
 # ------------------------------------------------------------------------------------ refusals
@@ -158,7 +137,7 @@ def test_refuses_random_bytes(tmp_path):
         bad = tmp_path / name
         bad.write_bytes(np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes())
         out = tmp_path / "out"
-        check_refusal(H.run_cli("--pt_weights_file", bad, "--config", H.TINY_CONFIG, "--out_dir", out), out, "not")
+        check_refusal(H.run_cli("--pt_weights_file", bad, "--model_config", H.TINY_CONFIG, "--out_dir", out), out, "not")
 
 
 def test_refuses_truncated_safetensors(tmp_path):
@@ -167,7 +146,7 @@ def test_refuses_truncated_safetensors(tmp_path):
         bad = tmp_path / "tiny_svd.safetensors"
         bad.write_bytes(data[:cut])
         out = tmp_path / "out"
-        check_refusal(H.run_cli("--pt_weights_file", bad, "--config", H.TINY_CONFIG, "--out_dir", out), out)
+        check_refusal(H.run_cli("--pt_weights_file", bad, "--model_config", H.TINY_CONFIG, "--out_dir", out), out)
 
 
 def test_refuses_truncated_torch_checkpoint(tmp_path, tiny):
@@ -177,7 +156,7 @@ def test_refuses_truncated_torch_checkpoint(tmp_path, tiny):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     out = tmp_path / "out"
-    check_refusal(H.run_cli("--pt_weights_file", path, "--config", H.TINY_CONFIG, "--out_dir", out), out, "torch")
+    check_refusal(H.run_cli("--pt_weights_file", path, "--model_config", H.TINY_CONFIG, "--out_dir", out), out, "torch")
 
 
 def test_refuses_checkpoint_for_another_config(tmp_path):
@@ -190,7 +169,7 @@ def test_refuses_checkpoint_for_another_config(tmp_path):
     OmegaConf.save(wider, tmp_path / "tiny_wider.yaml")
     for config in (os.path.join(H.REPO, "configs", "svd.yaml"), tmp_path / "tiny_wider.yaml"):
         out = tmp_path / "out"
-        r = H.run_cli("--pt_weights_file", H.TINY, "--config", config, "--out_dir", out)
+        r = H.run_cli("--pt_weights_file", H.TINY, "--model_config", config, "--out_dir", out)
         check_refusal(r, out, "does not fit", "wrong shape")
 
 
@@ -211,14 +190,14 @@ def test_refuses_missing_and_extra_tensors(tmp_path, tiny):
     bad = tmp_path / "edited.safetensors"
     write_safetensors(bad, specs, produce)
     out = tmp_path / "out"
-    r = H.run_cli("--pt_weights_file", bad, "--config", H.TINY_CONFIG, "--out_dir", out)
+    r = H.run_cli("--pt_weights_file", bad, "--model_config", H.TINY_CONFIG, "--out_dir", out)
     check_refusal(r, out, "missing", "unexpected", dropped, "model.diffusion_model.junk.weight", reshaped)
 
 
 def test_refuses_existing_output_without_force(tmp_path):
     target = tmp_path / "tiny_svd.ckpt"
     target.write_bytes(b"precious")
-    r = H.run_cli("--pt_weights_file", H.TINY, "--config", H.TINY_CONFIG, "--out_dir", tmp_path)
+    r = H.run_cli("--pt_weights_file", H.TINY, "--model_config", H.TINY_CONFIG, "--out_dir", tmp_path)
     assert r.returncode != 0 and "--force" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert target.read_bytes() == b"precious" and os.listdir(tmp_path) == ["tiny_svd.ckpt"]
@@ -226,51 +205,10 @@ def test_refuses_existing_output_without_force(tmp_path):
 
 def test_refuses_missing_input(tmp_path):
     out = tmp_path / "out"
-    r = H.run_cli("--pt_weights_file", tmp_path / "nope.safetensors", "--config", H.TINY_CONFIG, "--out_dir", out)
+    r = H.run_cli("--pt_weights_file", tmp_path / "nope.safetensors", "--model_config", H.TINY_CONFIG, "--out_dir", out)
     check_refusal(r, out, "not found")
-    r = H.run_cli("--pt_weights_file", H.TINY, "--config", tmp_path / "nope.yaml", "--out_dir", out)
+    r = H.run_cli("--pt_weights_file", H.TINY, "--model_config", tmp_path / "nope.yaml", "--out_dir", out)
     check_refusal(r, out, "nope.yaml", "does not exist")
-
-
-def test_pickle_without_torch_says_what_to_do(tmp_path, monkeypatch):
-    path = tmp_path / "svd.ckpt"
-    path.write_bytes(b"PK\x03\x04" + b"\0" * 100)
-    monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
-    from svd_ms.errors import CheckpointError
-    from svd_tools.sources import open_file_source
-
-    with pytest.raises(CheckpointError) as e:
-        open_file_source(str(path))
-    msg = str(e.value)
-    assert "pip install torch" in msg and "safetensors" in msg and "\n" not in msg
-
-
-# ------------------------------------------------------------------------------------ full size (names only)
-
-
-@pytest.mark.parametrize("config,manifest", [
-    ("svd.yaml", "svd.keys.json"), ("svd_xt.yaml", "svd.keys.json"), ("svd_xt_1_1.yaml", "svd.keys.json"),
-    ("svd_image_decoder.yaml", "svd_image_decoder.keys.json"),
-    ("svd_xt_image_decoder.yaml", "svd_image_decoder.keys.json"),
-])
-def test_full_size_manifest_maps_completely(config, manifest):
-    """Every tensor of the real checkpoints is either an engine parameter of the right shape
-    or on the named ignore list; no engine parameter is left without a tensor."""
-    from svd_ms import checkpoint as ck
-
-    shapes = {k: tuple(v) for k, v in json.load(open(os.path.join(H.MANIFEST, manifest))).items()}
-    expected = H.expected_shapes(os.path.join(H.REPO, "configs", config))
-    found, ignored = {}, {}
-    for key, shape in shapes.items():
-        name = ck.map_upstream_key(key)
-        if name is None:
-            ignored[key] = ck.ignored_reason(key)
-            assert ignored[key], key
-        else:
-            found[name] = shape
-    ck.check_names({k: tuple(v) for k, v in expected.items()}, found)
-    assert len(found) == len(expected)
-    print(f"\n{config}: {len(found)} tensors map, {len(ignored)} ignored ({sorted(set(ignored.values()))})")
 
 
 # ------------------------------------------------------------------------------------ end to end
@@ -290,7 +228,7 @@ def test_converted_ckpt_reproduces_reference_video(tmp_path):
     the bounds of the engine's own parity test."""
     from svd_ms.pipeline import SVDInferPipeline
 
-    r = H.run_cli("--pt_weights_file", H.TINY, "--config", H.TINY_CONFIG, "--out_dir", tmp_path, "--dtype", "fp32")
+    r = H.run_cli("--pt_weights_file", H.TINY, "--model_config", H.TINY_CONFIG, "--out_dir", tmp_path, "--dtype", "fp32")
     assert r.returncode == 0, r.stderr
     ref = np.load(os.path.join(H.REF, "tiny_svd.reference.npz"))
     s = json.load(open(os.path.join(H.REF, "tiny_svd.json")))

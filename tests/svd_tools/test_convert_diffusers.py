@@ -314,7 +314,7 @@ def _expected_values(models):
 @pytest.mark.parametrize("dtype", ["fp32", "fp16"])
 def test_cli_converts_tiny_diffusers_folder(tiny_folder, tmp_path, dtype):
     root, models = tiny_folder
-    r = H.run_cli("--pt_weights_file", root, "--config", H.TINY_CONFIG, "--out_dir", tmp_path, "--dtype", dtype)
+    r = H.run_cli("--pt_weights_file", root, "--model_config", H.TINY_CONFIG, "--out_dir", tmp_path, "--dtype", dtype)
     print(r.stdout)
     assert r.returncode == 0, r.stderr
     assert "zero-filled" in r.stdout or "conditioner.embedders.3.encoder.decoder.conv_in.weight" not in _engine_names()
@@ -342,7 +342,7 @@ def test_cli_diffusers_fp16_variant_only(tiny_folder, tmp_path):
         for f in (root / comp).iterdir():
             if ".fp16." in f.name or f.name == "config.json":
                 shutil.copy(f, only16 / comp / f.name)
-    r = H.run_cli("--pt_weights_file", only16, "--config", H.TINY_CONFIG, "--out_dir", tmp_path / "out")
+    r = H.run_cli("--pt_weights_file", only16, "--model_config", H.TINY_CONFIG, "--out_dir", tmp_path / "out")
     assert r.returncode == 0, r.stderr
     out = _load_ckpt(tmp_path / "out" / "svd-fp16.ckpt")
     vis = "conditioner.embedders.0.open_clip.model.visual."
@@ -358,7 +358,7 @@ def test_cli_refuses_incomplete_diffusers_folder(tiny_folder, tmp_path):
     shutil.copytree(root, broken)
     shutil.rmtree(broken / "image_encoder")
     out = tmp_path / "out"
-    r = H.run_cli("--pt_weights_file", broken, "--config", H.TINY_CONFIG, "--out_dir", out)
+    r = H.run_cli("--pt_weights_file", broken, "--model_config", H.TINY_CONFIG, "--out_dir", out)
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "image_encoder" in r.stderr
     assert not out.exists()
@@ -396,7 +396,7 @@ def engine_from_tiny_folder(tiny_folder, tmp_path_factory):
 
     root, models = tiny_folder
     out = tmp_path_factory.mktemp("converted")
-    r = H.run_cli("--pt_weights_file", root, "--config", H.TINY_CONFIG, "--out_dir", out, "--dtype", "fp32")
+    r = H.run_cli("--pt_weights_file", root, "--model_config", H.TINY_CONFIG, "--out_dir", out, "--dtype", "fp32")
     assert r.returncode == 0, r.stderr
     pipe = SVDInferPipeline(H.TINY_CONFIG, checkpoint=str(out / "tiny-svd-diffusers.ckpt"), num_frames=5)
     return pipe.engine, models

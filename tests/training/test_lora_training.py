@@ -51,7 +51,7 @@ def data(tmp_path_factory):
 
 
 def make_config(data: Path, out: Path, **train):
-    from svd_ms.training.trainer import load_train_config
+    from svd_ms.training.config import load_train_config
 
     cfg = {"checkpoint": TINY_WEIGHTS, "output_dir": str(out), "batch_size": 2, "log_every": 1, **RUN, **train}
     return load_train_config({"base": TINY_CONFIG, "train": cfg,

@@ -59,7 +59,7 @@ def data(tmp_path_factory):
 
 
 def make_config(data: Path, out: Path, csv: str = "good.csv", train=None, extra=None):
-    from svd_ms.training.trainer import load_train_config
+    from svd_ms.training.config import load_train_config
 
     train_cfg = {"checkpoint": TINY_WEIGHTS, "output_dir": str(out), "max_steps": 1, "batch_size": 2,
                  "log_every": 1, "save_every": 1000, "optimizer": {"lr": 1.0e-3}}

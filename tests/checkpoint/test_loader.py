@@ -1,12 +1,14 @@
-"""Loading upstream-layout checkpoints: explicit name map, every parameter filled, clear refusals."""
+"""svd_ms.checkpoint.loader: upstream-layout checkpoints fill every engine parameter through an\nexplicit name map; names, shapes and memory are checked first; refusals are one line."""
+import json
 import os
 
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+import convert_helpers as H
 from conftest import TINY_CONFIG, TINY_WEIGHTS
-from svd_ms.checkpoint import build_engine, load_checkpoint_into, map_upstream_key
+from svd_ms.checkpoint.loader import build_engine, check_names, ignored_reason, load_checkpoint_into, map_upstream_key
 from svd_ms.errors import CheckpointError, CheckpointMismatchError
 
 
@@ -36,7 +38,7 @@ def test_other_dtypes_load(tiny_state, tmp_path, dtype):
     if dtype == "float32":
         save_file({k: v.astype(np.float32) for k, v in tiny_state.items()}, path)
     else:
-        _save_bf16(tiny_state, path)
+        H.write_bf16_safetensors(path, tiny_state)
     engine = build_engine(TINY_CONFIG)
     load_checkpoint_into(engine, path)
     key = "model.diffusion_model.out.2.weight"
@@ -45,22 +47,6 @@ def test_other_dtypes_load(tiny_state, tmp_path, dtype):
     tol = 0 if dtype == "float32" else 2 ** -7
     got = dict(engine.parameters_and_names())[key].asnumpy()
     np.testing.assert_allclose(got, tiny_state[key].astype(np.float32), rtol=tol, atol=0)
-
-
-def _save_bf16(state, path):
-    import json
-    import struct
-    header, blobs, offset = {}, [], 0
-    for key, value in state.items():
-        bits = (np.ascontiguousarray(value.astype(np.float32)).view(np.uint32) + 0x8000) >> 16
-        raw = bits.astype("<u2").tobytes()
-        header[key] = {"dtype": "BF16", "shape": list(value.shape), "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    text = json.dumps(header).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
 
 
 def _mutated(tiny_state, tmp_path, drop=(), add=None, reshape=None):
@@ -99,81 +85,13 @@ def test_refusals_are_one_line(tmp_path):
         assert "\n" not in str(info.value)
 
 
-# ------------------------------------------------------------------------------------ formats
-
-
-def test_checkpoint_format_by_content_then_extension(tmp_path, tiny_state):
-    from svd_ms.checkpoint import checkpoint_format, engine_checkpoint_format
-
-    st = tmp_path / "weights.bin"  # content wins over a misleading extension
-    save_file({"a": np.zeros(3, np.float32)}, str(st))
-    pickle = tmp_path / "legacy.ckpt"
-    pickle.write_bytes(b"\x80\x02" + b"\0" * 30)
-    (tmp_path / "folder" / "unet").mkdir(parents=True)
-    assert checkpoint_format(st) == "safetensors"
-    assert checkpoint_format(pickle) == "torch"
-    assert checkpoint_format(tmp_path / "folder") == "diffusers-folder"
-    assert checkpoint_format(TINY_WEIGHTS) == "safetensors"
-    fifo = tmp_path / "pipe.ckpt"
-    os.mkfifo(fifo)  # must be refused without opening it (an open would block)
-    empty = tmp_path / "empty.safetensors"
-    empty.write_bytes(b"")
-    other = tmp_path / "notes.txt"
-    other.write_text("hello")
-    for path, words in [(fifo, "not a regular file"), (empty, "is empty"), (other, "is not a checkpoint"),
-                        (tmp_path, "is a directory"), (pickle, "convert it first: python -m svd_tools.convert"),
-                        (tmp_path / "folder", "diffusers folder; convert it first")]:
-        with pytest.raises(CheckpointError, match=words) as info:
-            engine_checkpoint_format(path)
-        assert "\n" not in str(info.value) and repr(str(path)) in str(info.value)
-
-
 # ------------------------------------------------------------------------------------ converted .ckpt
 
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     """The tiny reference converted by svd_tools.convert (float16 kept, as upstream ships it)."""
-    from svd_tools.convert import convert
-    out = tmp_path_factory.mktemp("converted")
-    convert(TINY_WEIGHTS, TINY_CONFIG, str(out), log=lambda *a: None)
-    return str(out / "tiny_svd.ckpt")
-
-
-def _records_equal_mindspore(path):
-    import mindspore as ms
-    from svd_ms.checkpoint import MindSporeCkptReader
-    reader = MindSporeCkptReader(path)
-    theirs = ms.load_checkpoint(path)
-    assert reader.keys() == list(theirs)
-    for key in reader.keys():
-        mine, ref = reader.read(key, raw_bf16=True), theirs[key]
-        if ref.dtype == ms.bfloat16:
-            ref_bits = ref.view(ms.uint16) if hasattr(ref, "view") else None
-            assert ref_bits is None or np.array_equal(mine, ref_bits.asnumpy()), key
-            continue
-        ref = ref.asnumpy()
-        assert mine.dtype == ref.dtype and mine.shape == ref.shape and np.array_equal(mine, ref), key
-    return len(reader.keys())
-
-
-def test_record_reader_equals_mindspore_load_checkpoint(converted, tmp_path, monkeypatch):
-    n = _records_equal_mindspore(converted)
-    # MindSpore's own writer: sliced records (small slices forced), a scalar, ints, the CRC trailer.
-    import mindspore as ms
-    import mindspore.train.serialization as ser
-    monkeypatch.setattr(ser, "SLICE_SIZE", 1)  # KB: every tensor over 1 KB is cut into records
-    rng = np.random.default_rng(0)
-    own = [{"name": "w", "data": ms.Tensor(rng.standard_normal((64, 33)).astype(np.float32))},
-           {"name": "h", "data": ms.Tensor(rng.standard_normal(700).astype(np.float16))},
-           {"name": "step", "data": ms.Tensor(np.array(7, np.int32))},
-           {"name": "s", "data": ms.Tensor(np.float32(2.5))}]
-    path = str(tmp_path / "own.ckpt")
-    ms.save_checkpoint(own, path, crc_check=True)
-    assert open(path, "rb").read()[-17:-10] == b"crc_num"
-    m = _records_equal_mindspore(path)
-    print(f"\nrecord reader == mindspore.load_checkpoint: {n} tensors of the converted tiny ckpt, "
-          f"{m} of a sliced CRC-trailed mindspore.save_checkpoint file")
+    return H.converted_tiny(tmp_path_factory.mktemp("converted"))
 
 
 def test_converted_ckpt_loads_like_the_safetensors(converted, tiny_state):
@@ -222,11 +140,37 @@ def test_truncated_or_corrupt_ckpt_is_one_line(converted, tmp_path):
 
 
 def test_lack_of_memory_is_said_with_sizes(converted, monkeypatch):
-    from svd_ms import checkpoint
     from svd_ms.errors import CheckpointMemoryError
-    monkeypatch.setattr(checkpoint, "_available_memory", lambda: 10_000_000)
+    from svd_ms.runtime import memory
+    monkeypatch.setattr(memory, "available_host_bytes", lambda: 10_000_000)  # the one free-memory rule
     with pytest.raises(CheckpointMemoryError) as info:
         load_checkpoint_into(build_engine(TINY_CONFIG), converted)
     msg = str(info.value)
-    assert "not enough memory" in msg and "GB" in msg and "not a MindSpore" not in msg and "\n" not in msg
+    assert "not enough memory" in msg and "GiB" in msg and "not a MindSpore" not in msg and "\n" not in msg
     print(f"\n{msg}")
+
+
+# ------------------------------------------------------------------------------------ full size (names only): the name map
+
+
+@pytest.mark.parametrize("config,manifest", [
+    ("svd.yaml", "svd.keys.json"), ("svd_xt.yaml", "svd.keys.json"), ("svd_xt_1_1.yaml", "svd.keys.json"),
+    ("svd_image_decoder.yaml", "svd_image_decoder.keys.json"),
+    ("svd_xt_image_decoder.yaml", "svd_image_decoder.keys.json"),
+])
+def test_full_size_manifest_maps_completely(config, manifest):
+    """Every tensor of the real checkpoints is either an engine parameter of the right shape
+    or on the named ignore list; no engine parameter is left without a tensor."""
+    shapes = {k: tuple(v) for k, v in json.load(open(os.path.join(H.MANIFEST, manifest))).items()}
+    expected = H.expected_shapes(os.path.join(H.REPO, "configs", config))
+    found, ignored = {}, {}
+    for key, shape in shapes.items():
+        name = map_upstream_key(key)
+        if name is None:
+            ignored[key] = ignored_reason(key)
+            assert ignored[key], key
+        else:
+            found[name] = shape
+    check_names({k: tuple(v) for k, v in expected.items()}, found)
+    assert len(found) == len(expected)
+    print(f"\n{config}: {len(found)} tensors map, {len(ignored)} ignored ({sorted(set(ignored.values()))})")
