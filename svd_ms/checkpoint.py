@@ -149,10 +149,9 @@ def engine_checkpoint_format(path) -> str:
     """The format of a file the engine loads directly ('safetensors' or 'mindspore'); any other
     checkpoint is a one-line CheckpointError saying how to convert it."""
     kind = checkpoint_format(path)
-    if kind in (SAFETENSORS, MINDSPORE):
+    if kind in (SAFETENSORS, MINDSPORE, DIFFUSERS_FOLDER):
         return kind
-    what = {TORCH: "a PyTorch checkpoint", DIFFUSERS_FOLDER: "a diffusers folder",
-            SAFETENSORS_INDEX: "a sharded safetensors index"}[kind]
+    what = {TORCH: "a PyTorch checkpoint", SAFETENSORS_INDEX: "a sharded safetensors index"}[kind]
     raise CheckpointError(f"checkpoint {quote_path(path)} is {what}; convert it first: "
                           + CONVERT_HINT.format(path=os.fspath(path)))
 
@@ -474,9 +473,15 @@ class MindSporeCkptReader:
         pass
 
 
-def open_checkpoint(path):
-    """A reader (keys/info/read/close) for a checkpoint the engine loads directly."""
+def open_checkpoint(path, prefer_fp16: bool = False):
+    """A reader (keys/info/read/close) for a checkpoint the engine loads directly; a Hugging Face
+    model id reads its cached snapshot, `prefer_fp16` picks a diffusers folder's fp16 files."""
+    from .hub import resolve_checkpoint
+    path = resolve_checkpoint(path)
     kind = engine_checkpoint_format(path)
+    if kind == DIFFUSERS_FOLDER:
+        from .diffusers_folder import DiffusersFolderReader
+        return DiffusersFolderReader(os.fspath(path), prefer_fp16=prefer_fp16)
     return SafetensorsReader(os.fspath(path)) if kind == SAFETENSORS else MindSporeCkptReader(os.fspath(path))
 
 
@@ -522,7 +527,8 @@ def load_checkpoint_into(engine, path, dtype=None) -> Dict[str, int]:
     Peak memory is the weights in their loaded dtype plus about one tensor."""
     import mindspore as ms
 
-    reader = open_checkpoint(path)
+    from .diffusers_folder import wants_fp16
+    reader = open_checkpoint(path, prefer_fp16=wants_fp16(engine, dtype))
     try:
         params = dict(engine.parameters_and_names())
         found = {key: reader.info(key)[0] for key in reader.keys()}

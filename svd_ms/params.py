@@ -175,8 +175,9 @@ class SVDParams:
             raise ParamError("unet_weights", f"unet_weights {self.unet_weights!r} does not exist")
         if self.checkpoint is not None:
             from .checkpoint import engine_checkpoint_format
+            from .hub import resolve_checkpoint
             try:
-                engine_checkpoint_format(self.checkpoint)
+                engine_checkpoint_format(resolve_checkpoint(self.checkpoint))
             except SVDError as exc:
                 raise ParamError("checkpoint", str(exc)) from None
 

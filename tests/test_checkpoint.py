@@ -113,6 +113,7 @@ def test_checkpoint_format_by_content_then_extension(tmp_path, tiny_state):
     assert checkpoint_format(st) == "safetensors"
     assert checkpoint_format(pickle) == "torch"
     assert checkpoint_format(tmp_path / "folder") == "diffusers-folder"
+    assert engine_checkpoint_format(tmp_path / "folder") == "diffusers-folder"  # read directly (diffusers_folder.py)
     assert checkpoint_format(TINY_WEIGHTS) == "safetensors"
     fifo = tmp_path / "pipe.ckpt"
     os.mkfifo(fifo)  # must be refused without opening it (an open would block)
@@ -121,8 +122,7 @@ def test_checkpoint_format_by_content_then_extension(tmp_path, tiny_state):
     other = tmp_path / "notes.txt"
     other.write_text("hello")
     for path, words in [(fifo, "not a regular file"), (empty, "is empty"), (other, "is not a checkpoint"),
-                        (tmp_path, "is a directory"), (pickle, "convert it first: python -m svd_tools.convert"),
-                        (tmp_path / "folder", "diffusers folder; convert it first")]:
+                        (tmp_path, "is a directory"), (pickle, "convert it first: python -m svd_tools.convert")]:
         with pytest.raises(CheckpointError, match=words) as info:
             engine_checkpoint_format(path)
         assert "\n" not in str(info.value) and repr(str(path)) in str(info.value)
