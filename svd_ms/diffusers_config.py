@@ -10,6 +10,7 @@ contradicts itself is refused in one ConfigError line naming the file and the va
 """
 import json
 import os
+import re
 from typing import Dict, Optional, Tuple
 
 from .errors import ConfigError
@@ -248,8 +249,10 @@ def released_model(folder: str, unet: Dict, vae: Dict, clip_arch) -> Optional[st
     name = "SVD" if frames == 14 else "SVD-XT"
     if vae.get("_class_name") == IMAGE_VAE_CLASS:
         return name + " image-decoder"
-    path = os.path.abspath(folder).lower()
-    return name + " 1.1" if name == "SVD-XT" and ("1-1" in path or "1_1" in path or "1.1" in path) else name
+    parts = os.path.abspath(folder).lower().split(os.sep)
+    # A cache snapshot is models--owner--name/snapshots/<revision>: the repository names it.
+    label = parts[-3] if len(parts) > 2 and parts[-2] == "snapshots" else parts[-1]
+    return name + " 1.1" if name == "SVD-XT" and re.search(r"1[-_.]1", label) else name
 
 
 def _check_index(folder: str, index: Optional[Dict], classes: Dict[str, str]):
