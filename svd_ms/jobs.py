@@ -311,7 +311,9 @@ class BatchJob:
         self.cluster = cluster or Cluster()
         self.device_target = device_target
         self.tag = self.cluster.tag
-        model_config = load_config(params.config, require_model=True).model
+        from .diffusers_config import model_config_for  # no --SVD.config: the diffusers folder's own
+        model_config = load_config(model_config_for(params.config, params.checkpoint, log=lambda line: None),
+                                   require_model=True).model
         self.input_keys = sv3d.conditioner_input_keys(model_config)
         self.orbit = sv3d.is_orbit_model(self.input_keys)
         guider = ((model_config.params.get("sampler_config") or {}).get("params") or {}).get("guider_config") or {}
