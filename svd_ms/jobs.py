@@ -369,7 +369,7 @@ class BatchJob:
         if s.videos:
             record["condition_image"] = self.condition_image
         record["config"] = os.path.abspath(self.params.config) if isinstance(self.params.config, str) else None
-        if record.get("checkpoint"):
+        if record.get("checkpoint") and os.path.exists(record["checkpoint"]):  # a cached model id stays an id
             record["checkpoint"] = os.path.abspath(record["checkpoint"])
         record.update(height=s.height, width=s.width, output_format=s.output_format)
         if self.orbit:
