@@ -210,15 +210,24 @@ def test_weights_that_do_not_fit_their_own_json_are_refused(tmp_path, converted)
     assert np.array_equal(engine.model.diffusion_model.out[2].weight.asnumpy(), before)
 
 
-def test_fp16_run_prefers_the_fp16_files():
+def test_fp16_run_reads_the_fp16_files(tmp_path, converted):
+    """With both variants present, a float16 load reads the .fp16 files and a float32 load the
+    full-precision ones (told apart here by giving the fp16 files other values)."""
     import mindspore as ms
 
-    from svd_ms.checkpoint import build_engine
+    from svd_ms.checkpoint import build_engine, load_checkpoint_into
     from svd_ms.diffusers_folder import wants_fp16
 
-    from svd_ms.diffusers_config import describe_folder
-    engine = build_engine(describe_folder(FOLDER)[0])
-    assert not wants_fp16(engine) and wants_fp16(engine, ms.float16) and not wants_fp16(engine, ms.float32)
+    both = copy_folder(tmp_path / "both", variants=("", ".fp16"))
+    path = os.path.join(both, "unet", "diffusion_pytorch_model.fp16.safetensors")
+    save_file({k: v * np.float16(0.5) for k, v in load_file(path).items()}, path)
+    full = load_file(os.path.join(both, "unet", "diffusion_pytorch_model.safetensors"))["conv_in.weight"]
+    for dtype, expected in ((None, full), (ms.float16, full * 0.5)):
+        engine = build_engine(converted[0])
+        assert wants_fp16(engine, dtype) == (dtype == ms.float16)
+        load_checkpoint_into(engine, both, dtype=dtype)
+        got = engine.model.diffusion_model.input_blocks[0][0].weight.asnumpy().astype(np.float32)
+        assert np.array_equal(got, expected.astype(np.float32)), f"dtype {dtype}: wrong variant read"
     for _, param in engine.parameters_and_names():
-        param.set_dtype(ms.float16)
+        param.set_dtype(ms.float16)  # an O2 engine: most parameters float16 before loading
     assert wants_fp16(engine)
