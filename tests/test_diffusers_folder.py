@@ -132,10 +132,18 @@ def _video(checkpoint, config=None, **extra):
     return out, r
 
 
+def _shown(capsys) -> str:
+    """What the test printed so far (the log and the parity lines), shown again under -s."""
+    out = capsys.readouterr().out
+    with capsys.disabled():
+        print(out, end="")
+    return out
+
+
 def test_folder_fp16_variant_and_cache_snapshot_run_without_a_config(converted, tmp_path, monkeypatch, capsys):
     base, reference = _video(converted[1], converted[0])
     folder, _ = _video(FOLDER)
-    assert "matches no released SVD model" in capsys.readouterr().out
+    assert "matches no released SVD model" in _shown(capsys)
     # Upstream: AnimateLCM's own pipeline on the same folder (bounds of tests/test_animatelcm.py).
     assert_close(f"{RUN}.final_latents (folder)", folder["latents"], reference["final_latents"][0], rel=2e-4)
     assert_close(f"{RUN}.frames (folder)", folder["video"].transpose(0, 2, 3, 1), reference["frames"][0], max_abs=2e-3)
@@ -150,7 +158,7 @@ def test_folder_fp16_variant_and_cache_snapshot_run_without_a_config(converted, 
     model_id = cache_snapshot(tmp_path / "hub")
     cached, _ = _video(model_id)
     assert_close("video: cache snapshot vs converted checkpoint", cached["video"], base["video"], max_abs=1e-5)
-    assert REVISION in capsys.readouterr().out  # the log names the snapshot it used
+    assert REVISION in _shown(capsys)  # the log names the snapshot it used
 
 
 def _refused(error, words, folder, **settings):
