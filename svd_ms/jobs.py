@@ -311,7 +311,9 @@ class BatchJob:
         self.cluster = cluster or Cluster()
         self.device_target = device_target
         self.tag = self.cluster.tag
-        model_config = load_config(params.config, require_model=True).model
+        from .diffusers_config import model_config_for  # no --SVD.config: the diffusers folder's own
+        model_config = load_config(model_config_for(params.config, params.checkpoint, log=lambda line: None),
+                                   require_model=True).model
         self.input_keys = sv3d.conditioner_input_keys(model_config)
         self.orbit = sv3d.is_orbit_model(self.input_keys)
         guider = ((model_config.params.get("sampler_config") or {}).get("params") or {}).get("guider_config") or {}
@@ -367,7 +369,7 @@ class BatchJob:
         if s.videos:
             record["condition_image"] = self.condition_image
         record["config"] = os.path.abspath(self.params.config) if isinstance(self.params.config, str) else None
-        if record.get("checkpoint"):
+        if record.get("checkpoint") and os.path.exists(record["checkpoint"]):  # a cached model id stays an id
             record["checkpoint"] = os.path.abspath(record["checkpoint"])
         record.update(height=s.height, width=s.width, output_format=s.output_format)
         if self.orbit:

@@ -41,10 +41,13 @@ class SVDParams:
 
     Args:
         config: model config YAML: one of configs/*.yaml, an upstream sgm config, or
-            configs/demo/tiny_random.yaml for the untrained demo.
-        checkpoint: weights: a MindSpore .ckpt or an upstream .safetensors. Torch .pt/.bin/.ckpt
-            files must first go through svd_tools/convert.py. Unset (or 'random'): random weights,
-            an UNTRAINED model, only useful to try the pipeline.
+            configs/demo/tiny_random.yaml for the untrained demo. Unset with a diffusers folder
+            (or Hugging Face model id) as checkpoint: derived from the folder's JSON files.
+        checkpoint: weights: a MindSpore .ckpt, an upstream .safetensors, a diffusers folder
+            (unet/, vae/, image_encoder/; its fp16 variant is read for float16 runs) or the id of
+            a Hugging Face model in the local cache (e.g. stabilityai/stable-video-diffusion-img2vid-xt;
+            never downloaded). Torch .pt/.bin/.ckpt files must first go through svd_tools/convert.py.
+            Unset (or 'random'): random weights, an UNTRAINED model, only useful to try the pipeline.
         num_frames: frames to generate, at least 1 (unset: the config's, 14 for SVD, 25 for SVD-XT).
         fps: frames per second, 1 to 60: conditions the model (upstream fps_id = fps - 1) and is
             the playback rate of the written video.
@@ -80,7 +83,7 @@ class SVDParams:
             video, in (0, 1]; small stays close to the input, 1 starts from pure noise (unset: 0.7).
     """
 
-    config: str
+    config: Optional[str] = None
     checkpoint: Optional[str] = None
     num_frames: Optional[int] = None
     fps: int = 7
@@ -165,18 +168,20 @@ class SVDParams:
                 raise ParamError("lora", f"lora {str(path)!r}: scale must be a finite number, got {scale!r}")
 
     def _check_files(self):
+        if self.config == "" or (self.config is None and self.checkpoint is None):
+            raise ParamError("config", "config is required: a model config such as configs/svd.yaml "
+                             "(or configs/demo/tiny_random.yaml for the untrained demo), or a diffusers folder "
+                             "as checkpoint")
         if isinstance(self.config, str):
-            if not self.config:
-                raise ParamError("config", "config is required: a model config such as configs/svd.yaml "
-                                 "(or configs/demo/tiny_random.yaml for the untrained demo)")
             if not os.path.isfile(self.config):
                 raise ParamError("config", f"config {self.config!r} does not exist")
         if self.unet_weights is not None and not os.path.exists(self.unet_weights):
             raise ParamError("unet_weights", f"unet_weights {self.unet_weights!r} does not exist")
         if self.checkpoint is not None:
             from .checkpoint import engine_checkpoint_format
+            from .hub import resolve_checkpoint
             try:
-                engine_checkpoint_format(self.checkpoint)
+                engine_checkpoint_format(resolve_checkpoint(self.checkpoint))
             except SVDError as exc:
                 raise ParamError("checkpoint", str(exc)) from None
 

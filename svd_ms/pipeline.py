@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 
 from . import sv3d
 from .checkpoint import load_checkpoint_into
+from .diffusers_config import model_config_for
 from .errors import ConfigError, GenerationCancelled, InputError, NonFiniteError, ParamError
 from .media import image_to_array, load_video, video_to_array
 from .models.diffusion import GuidedDenoiserStep
@@ -172,7 +173,7 @@ class SVDInferPipeline:
         elif config is not None or checkpoint is not None or settings:
             raise InputError("give either params= or the individual settings, not both")
         self.params = params
-        cfg = load_config(params.config, require_model=True)
+        cfg = load_config(model_config_for(params.config, params.checkpoint), require_model=True)
         model_params = cfg.model.params
         network_params = model_params.network_config.params
         network_params.attention = params.attention

@@ -84,7 +84,8 @@ def page_info(service, params: SVDParams, device_target: str, mode: int, limits,
     pipe = service.pipeline
     sizes = pipe.resolve(params)
     weights = params.checkpoint or "random weights (UNTRAINED)"
-    model_line = (f"Model `{os.path.basename(params.config)}`, {weights}; {device_target}, "
+    config = os.path.basename(params.config) if params.config else "derived from the diffusers folder"
+    model_line = (f"Model `{config}`, {weights}; {device_target}, "
                   f"{'graph' if mode == 0 else 'PyNative'} mode, precision {params.amp_level}. "
                   f"One generation at a time; others wait in a queue.")
     return PageInfo(title="svd-ms: image to video" + (" (UNTRAINED demo)" if service.untrained else ""),

@@ -293,8 +293,9 @@ class GenerationService:
         pt = dict(getattr(result, "timings", None) or {})
         steps = [float(x) for x in pt.get("step_s", [])]
         pipeline = json.loads(json.dumps(params.to_dict(), default=str))
-        settings = dict(pipeline, config=os.path.abspath(params.config), height=h, width=w, output_format="mp4")
-        if settings.get("checkpoint"):
+        settings = dict(pipeline, config=os.path.abspath(params.config) if params.config else None, height=h, width=w,
+                        output_format="mp4")
+        if settings.get("checkpoint") and os.path.exists(settings["checkpoint"]):  # a cached model id stays an id
             settings["checkpoint"] = os.path.abspath(settings["checkpoint"])
         cli = ["python", "image_to_video.py"] + [f"--SVD.{k}={v}" for k, v in pipeline.items() if v is not None]
         cli += [f"--height={h}", f"--width={w}", f"--mode={self.mode}", "--image=<the uploaded image>",

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import CheckpointError, CheckpointMemoryError, CheckpointMismatchError
 from .formats import quote_path
+from .diffusers_folder import wants_fp16
 from .readers import open_checkpoint
 
 _TEXT_TOWER = re.compile(
@@ -94,7 +95,7 @@ def load_checkpoint_into(engine, path, dtype=None) -> Dict[str, int]:
     Peak memory is the weights in their loaded dtype plus about one tensor."""
     import mindspore as ms
 
-    reader = open_checkpoint(path)
+    reader = open_checkpoint(path, prefer_fp16=wants_fp16(engine, dtype))
     try:
         params = dict(engine.parameters_and_names())
         found = {key: reader.info(key)[0] for key in reader.keys()}

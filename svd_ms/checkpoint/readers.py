@@ -16,14 +16,14 @@ import os
 
 from ..errors import CheckpointError
 from .ckpt import MindSporeCkptReader
+from .diffusers_folder import DiffusersFolderReader
 from .formats import (CONVERT_HINT, DIFFUSERS_FOLDER, MINDSPORE, SAFETENSORS, SAFETENSORS_INDEX, TORCH,
                       checkpoint_format, quote_path)
 from .safetensors import SafetensorsReader
 
-ENGINE_READERS = {SAFETENSORS: SafetensorsReader, MINDSPORE: MindSporeCkptReader}
+ENGINE_READERS = {SAFETENSORS: SafetensorsReader, MINDSPORE: MindSporeCkptReader, DIFFUSERS_FOLDER: DiffusersFolderReader}
 
-_WHAT = {TORCH: "a PyTorch checkpoint", DIFFUSERS_FOLDER: "a diffusers folder",
-         SAFETENSORS_INDEX: "a sharded safetensors index"}
+_WHAT = {TORCH: "a PyTorch checkpoint", SAFETENSORS_INDEX: "a sharded safetensors index"}
 
 
 def engine_checkpoint_format(path) -> str:
@@ -36,6 +36,12 @@ def engine_checkpoint_format(path) -> str:
                           + CONVERT_HINT.format(path=os.fspath(path)))
 
 
-def open_checkpoint(path):
-    """A reader (keys/info/read/close) for a checkpoint the engine loads directly."""
-    return ENGINE_READERS[engine_checkpoint_format(path)](os.fspath(path))
+def open_checkpoint(path, prefer_fp16: bool = False):
+    """A reader (keys/info/read/close) for a checkpoint the engine loads directly; a Hugging Face
+    model id reads its cached snapshot, and `prefer_fp16` picks a diffusers folder's fp16 files."""
+    from ..hub import resolve_checkpoint
+    path = os.fspath(resolve_checkpoint(path))
+    kind = engine_checkpoint_format(path)
+    if kind == DIFFUSERS_FOLDER:
+        return DiffusersFolderReader(path, prefer_fp16=prefer_fp16)
+    return ENGINE_READERS[kind](path)

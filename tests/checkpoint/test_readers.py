@@ -32,22 +32,16 @@ def test_other_formats_are_refused_with_the_convert_command(tmp_path):
     index.write_text("{}")
     cases = [(pickle, "PyTorch checkpoint; convert it first: python -m svd_tools.convert"),
              (torch_zip, "--model_config CONFIG"), (index, "sharded safetensors index")]
-    if "diffusers-folder" not in readers.ENGINE_READERS:  # until a folder reader is plugged in
-        cases.append((tmp_path / "folder", "diffusers folder; convert it first"))
     for path, words in cases:
         with pytest.raises(CheckpointError, match=words) as info:
             readers.engine_checkpoint_format(path)
         assert "\n" not in str(info.value) and repr(str(path)) in str(info.value)
 
 
-def test_a_new_source_plugs_in_through_the_reader_table(tmp_path, monkeypatch):
-    """What a diffusers-folder reader does to become loadable: one entry in ENGINE_READERS."""
-    class FolderReader:
-        def __init__(self, path):
-            self.path = path
+def test_a_diffusers_folder_is_read_in_place(tmp_path):
+    """A diffusers folder is one of the formats the engine loads directly (no conversion)."""
+    from svd_ms.checkpoint.diffusers_folder import DiffusersFolderReader
 
     (tmp_path / "folder" / "unet").mkdir(parents=True)
-    monkeypatch.setitem(readers.ENGINE_READERS, "diffusers-folder", FolderReader)
     assert readers.engine_checkpoint_format(tmp_path / "folder") == "diffusers-folder"
-    opened = readers.open_checkpoint(tmp_path / "folder")
-    assert isinstance(opened, FolderReader) and opened.path == str(tmp_path / "folder")
+    assert readers.ENGINE_READERS["diffusers-folder"] is DiffusersFolderReader
