@@ -92,7 +92,7 @@ def check_against_manifest(layout, manifest_path):
 
 
 def write_weights(folder: str, layout, fp16: bool):
-    from svd_ms.diffusers_folder import WEIGHT_FILES
+    from svd_ms.checkpoint.diffusers_folder import WEIGHT_FILES
     from svd_tools.safetensors_stream import write_safetensors
 
     dtype = "float16" if fp16 else "float32"
