@@ -1,5 +1,6 @@
-"""svd_ms.jobs: names, seeds, sidecars, summary, resume and its completion rule, per-image
-failures -- with a stand-in pipeline (tests/fake_pipeline.py), so no model runs."""
+"""svd_ms.jobs.batch (BatchJob, through the package's front `svd_ms.jobs`): names, seeds, sidecars,
+summary, resume and its completion rule, per-image failures -- with a stand-in pipeline
+(tests/fake_pipeline.py), so no model runs."""
 import json
 import os
 import shlex
@@ -20,7 +21,7 @@ from svd_ms.params import SVDParams
 
 
 # Child processes find the stand-in pipeline (tests/fake_pipeline.py) through PYTHONPATH.
-ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(Path(__file__).parent),
+ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(Path(__file__).parents[1]),
                                                              os.environ.get("PYTHONPATH", "")) if p))
 
 
@@ -167,12 +168,13 @@ def test_sigkill_during_write_then_rerun_completes(tmp_path, img):
         import os, signal, sys
         from fake_pipeline import FakePipeline
         from svd_ms import jobs, media
+        from svd_ms.jobs import batch
         from svd_ms.params import SVDParams
         real = media.write_video
         def write_then_die(*a, **k):
             real(*a, **k)
             os.kill(os.getpid(), signal.SIGKILL)
-        jobs.write_video = write_then_die
+        batch.write_video = write_then_die
         job = jobs.BatchJob(jobs.JobSettings(images=[{str(src)!r}], output_dir={str(out)!r}, seed=4, progress=False),
                             SVDParams(config={TINY_CONFIG!r}), FakePipeline)
         job.run()
@@ -180,7 +182,7 @@ def test_sigkill_during_write_then_rerun_completes(tmp_path, img):
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=ENV)
     assert res.returncode == -signal.SIGKILL, res.stderr
     assert json.loads((out / "photo_seed4.json").read_text())["status"] == "writing"
-    res = subprocess.run([sys.executable, "-c", script.replace("jobs.write_video = write_then_die", "")],
+    res = subprocess.run([sys.executable, "-c", script.replace("batch.write_video = write_then_die", "")],
                          capture_output=True, text=True, timeout=300, env=ENV)
     assert res.returncode == 0, res.stderr
     assert json.loads((out / "photo_seed4.json").read_text())["status"] == "done"
@@ -218,13 +220,14 @@ def test_overwrite_refuses_a_directory_that_is_not_ours(tmp_path, img, capsys):
 
 def test_summary_write_failure_is_named(tmp_path, img, capsys, monkeypatch):
     out = tmp_path / "o"
-    real = jobs.write_json
+    from svd_ms.jobs import ranks
+    real = ranks.write_json
 
     def full_disk(path, obj):
         if Path(path).name == jobs.SUMMARY_NAME:
             raise OSError(28, f"cannot write {str(path)!r} (No space left on device)")
         real(path, obj)
-    monkeypatch.setattr(jobs, "write_json", full_disk)
+    monkeypatch.setattr(ranks, "write_json", full_disk)
     rc, _, err = run(capsys, out, img(), seed=1)
     assert rc == 1 and "job_summary.json" in err and "No space left" in err
 
