@@ -27,9 +27,9 @@ import traceback  # noqa: E402
 from typing import Callable, List, Literal, Optional, Sequence, Union  # noqa: E402
 
 from svd_ms.errors import ParamError, SVDError, one_line  # noqa: E402
+from svd_ms.jobs.console import debug_enabled  # noqa: E402
+from svd_ms.jobs.settings import EXIT_INTERRUPTED, EXIT_SETUP  # noqa: E402
 from svd_ms.params import SVDParams  # noqa: E402
-
-EXIT_SETUP, EXIT_INTERRUPTED = 2, 130
 
 
 def build_parser():
@@ -183,11 +183,11 @@ def main(argv: Optional[Sequence[str]] = None, pipeline_factory: Optional[Callab
         return EXIT_SETUP
     except SVDError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr, flush=True)
-        if os.environ.get("SVD_DEBUG", "") not in ("", "0"):
+        if debug_enabled():
             traceback.print_exc()
         return EXIT_SETUP
     except Exception as exc:
-        if os.environ.get("SVD_DEBUG", "") not in ("", "0"):
+        if debug_enabled():
             raise
         print(f"error: unexpected {one_line(exc)} (set SVD_DEBUG=1 for the traceback)", file=sys.stderr, flush=True)
         return EXIT_SETUP

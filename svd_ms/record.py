@@ -124,11 +124,12 @@ def reproduce_command(params: SVDParams, inputs: Sequence[Tuple[str, str]],
     """The shell command that makes the same video again, run as printed from any directory:
     `python <repo>/image_to_video.py`, every SVDParams value that is set (files absolute, dicts and
     lists as JSON), then `flags` ({name: value}; None left out) and the `inputs` ((flag, path)
-    pairs, e.g. ("image", "a.png")) with absolute paths."""
+    pairs, e.g. ("image", "/data/a.png")), as given: pass absolute paths for a command that runs
+    from any directory."""
     parts = ["python", str(SCRIPT)]
     parts += [f"--SVD.{k}={_flag_value(v)}" for k, v in absolute_params_values(params).items() if v is not None]
     parts += [f"--{k}={_flag_value(v)}" for k, v in flags.items() if v is not None]
-    parts += [f"--{flag}={_absolute(path)}" for flag, path in inputs]
+    parts += [f"--{flag}={path}" for flag, path in inputs]
     return " ".join(shlex.quote(p) for p in parts)
 
 

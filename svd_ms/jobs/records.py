@@ -40,6 +40,8 @@ class JobRecords:
         return record.video_settings(self.params, self.output_settings())
 
     def inputs(self, path: str) -> List[Tuple[str, str]]:
+        """The input flags of one input's reproduce command, with absolute paths."""
+        path = os.path.abspath(path)
         if self.settings.kind == "video":
             return [("video", path)] + ([("image", self.condition_image)] if self.condition_image else [])
         return [("image", path)]
