@@ -39,12 +39,16 @@ class QueueFullError(SVDError):
 @dataclass
 class Request:
     """One generation: the conditioning frame (uint8 HxWx3, sides multiples of 64), its seed and the
-    per-call sampling settings (`SVDParams` fields)."""
+    per-call sampling settings (`SVDParams` fields). `height`/`width`: the size the visitor asked
+    for, as the command line's --height/--width (None: the image's own size), recorded so that the
+    sidecar's reproduce command prepares the upload the same way."""
     image: np.ndarray
     seed: int
     overrides: Dict[str, Any] = field(default_factory=dict)
     image_info: Dict[str, Any] = field(default_factory=dict)
     owner: Optional[str] = None  # the page session that asked, so that its cancel button finds it
+    height: Optional[int] = None
+    width: Optional[int] = None
 
 
 @dataclass
@@ -292,16 +296,16 @@ class GenerationService:
         """The sidecar (svd_ms.record, the batch job's format). The reproduce command names the
         upload as the visitor called it: run with that file, it makes the same video, since the
         page prepares uploads exactly as the command line prepares images."""
-        h, w = frames.shape[1:3]
-        seed = job.request.seed if getattr(result, "seed", None) is None else int(result.seed)
-        output = {"height": int(h), "width": int(w), "output_format": "mp4"}
-        name = job.request.image_info.get("path") or "<the uploaded image>"
+        req = job.request
+        seed = req.seed if getattr(result, "seed", None) is None else int(result.seed)
+        output = {"height": req.height, "width": req.width, "output_format": "mp4"}
+        name = req.image_info.get("path") or "<the uploaded image>"
         reproduce = record.reproduce_command(params, [("image", name)],
                                              dict(output, mode=self.mode, device_target=self.device_target,
                                                   seed=seed))
         return record.new_record(
             video_path=video_path, output_format="mp4", frames=frames, fps=params.fps, seed=seed, params=params,
-            settings=record.video_settings(params, output), resolved=sizes, input_info=job.request.image_info,
+            settings=record.video_settings(params, output), resolved=sizes, input_info=req.image_info,
             untrained=self.untrained, reproduce=reproduce, context=self._context, source="web page")
 
     def _forget_old(self, job: Job) -> None:

@@ -218,16 +218,15 @@ def build_page(service: GenerationService, info: PageInfo):
                                                              else ""))
                 source = path if path is not None else info.example_image
                 img, image_info = check_upload(source, info.limits)
-                array, image_info, warnings = prepare_upload(img, image_info, _as_int("height", values[height]) or None,
-                                                             _as_int("width", values[width]) or None,
-                                                             image_info["path"])
+                want_h, want_w = _as_int("height", values[height]) or None, _as_int("width", values[width]) or None
+                array, image_info, warnings = prepare_upload(img, image_info, want_h, want_w, image_info["path"])
                 s = _as_int("seed", s)
                 if s is None:
                     s = draw_seed()
                     outputs[seed] = s
                 overrides = _overrides(values[frames], values[steps], values[motion], values[fps], values[noise],
                                        values[chunk], {name: values[c] for name, c in extra.items()})
-                job = service.submit(Request(array, s, overrides, image_info,
+                job = service.submit(Request(array, s, overrides, image_info, height=want_h, width=want_w,
                                              owner=getattr(request, "session_hash", None)))
             except SVDError as exc:
                 outputs.update({status: status_html("Not started."), message: message_html(one_line(exc))})

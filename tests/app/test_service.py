@@ -285,3 +285,83 @@ def test_bad_flags_end_in_one_line(capsys):
     assert err.startswith("error: --SVD.fps=0") and "\n" not in err
     assert main(["--port=70000"]) == 2
     assert capsys.readouterr().err.strip() == "error: --port=70000 must be between 1 and 65535"
+
+
+# ---- one input, one video: the page, the command line and the API agree ----------------------
+
+def test_web_page_cli_and_api_make_the_same_video_and_record(tmp_path, capsys):
+    """The same file, settings and seed through the command line (image_to_video.main), the Python
+    API (`generate(path)`) and the web service (an upload checked and prepared by the page's
+    functions): the same video from one real tiny model, and the CLI's and the page's sidecars
+    record the same settings. Bound: the engine's own run-to-run spread on this CPU (repeated calls
+    of one pipeline in one process drift by ~3e-5 after the first runs, which can flip an 8-bit
+    rounding), far below what another preparation, seed or setting makes."""
+    import importlib.util
+
+    from conftest import TINY_CONFIG, TINY_IMAGE, TINY_WEIGHTS
+    from svd_ms.media import to_uint8
+    from svd_ms.pipeline import SVDInferPipeline
+
+    src = tmp_path / "upload" / "pic.png"
+    src.parent.mkdir()
+    with Image.open(TINY_IMAGE) as im:
+        im.convert("RGB").crop((64, 64, 192, 128)).save(src)  # 128x64: cheap
+    params = SVDParams(config=TINY_CONFIG, checkpoint=TINY_WEIGHTS, num_frames=2, num_steps=2, sampler="euler",
+                       sampler_params={"s_churn": 0.5})
+    pipe = SVDInferPipeline(params=params)
+    videos = {}
+
+    class Recording:
+        """The shared pipeline, keeping the video each caller got."""
+        def __init__(self, name):
+            self.name = name
+
+        def __getattr__(self, attr):
+            return getattr(pipe, attr)
+
+        def generate(self, *args, **kwargs):
+            result = pipe.generate(*args, **kwargs)
+            videos[self.name] = np.asarray(result.video)
+            return result
+
+    def factory(name):
+        def make(p):
+            assert p == params, "the caller built other settings than the test's"
+            return Recording(name)
+        return make
+
+    spec = importlib.util.spec_from_file_location("image_to_video", os.path.join(ROOT, "image_to_video.py"))
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    rc = cli.main(["--SVD.config", TINY_CONFIG, "--SVD.checkpoint", TINY_WEIGHTS, "--SVD.num_frames=2",
+                   "--SVD.num_steps=2", "--SVD.sampler=euler", '--SVD.sampler_params={"s_churn": 0.5}',
+                   "--device_target=CPU", "--mode=1", "--progress=false", "--seed=21", "--output_dir",
+                   str(tmp_path / "cli"), "--image", str(src)], pipeline_factory=factory("cli"))
+    assert rc == 0, capsys.readouterr().err
+    cli_side = json.loads((tmp_path / "cli" / "pic_seed21.json").read_text())
+
+    videos["api"] = np.asarray(pipe.generate(str(src), seed=21).video)
+
+    svc = GenerationService(params, factory("web"), str(tmp_path / "web"), device_target="CPU", mode=1)
+    svc.start(timeout=WAIT_S)
+    try:
+        img, info = check_upload(str(src), UploadLimits())
+        array, info, _ = prepare_upload(img, info, None, None, "pic.png")
+        job = svc.submit(Request(array, seed=21, image_info=info))
+        assert job.wait(300) and job.state == DONE, job.error
+    finally:
+        svc.close()
+    web_side = job.record
+
+    assert sorted(videos) == ["api", "cli", "web"] and videos["cli"].shape == (2, 3, 64, 128)
+    for name in ("api", "web"):
+        worst = float(np.abs(videos[name] - videos["cli"]).max())
+        worst8 = int(np.abs(to_uint8(videos[name]).astype(int) - to_uint8(videos["cli"]).astype(int)).max())
+        print(f"[web] {name} vs command line: max abs {worst:.2e} (bound 1e-3), 8-bit {worst8} (bound 1)")
+        assert worst <= 1e-3 and worst8 <= 1
+    from svd_ms import record
+    assert record.differing_settings(cli_side["settings"], web_side["settings"]) == []
+    assert web_side["settings"]["sampler_params"] == {"s_churn": 0.5}
+    assert web_side["video_sha256"] == record.file_digest(job.video_path)
+    assert web_side["seed"] == cli_side["seed"] == 21 and web_side["resolved"] == cli_side["resolved"]
+    assert "--image=pic.png" in web_side["reproduce"] and "--seed=21" in web_side["reproduce"]
