@@ -256,3 +256,38 @@ def test_file_size_limit_fails_the_image_and_rerun_completes(tmp_path, fmt):
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=ENV)
     assert res.returncode == 0, res.stderr
     assert json.loads((out / "noise_seed1.json").read_text())["status"] == "done"
+
+
+# ---- the pipeline resolves, the job records ------------------------------------------------------
+
+def test_model_defaults_come_from_the_pipeline(tmp_path, img, capsys, monkeypatch):
+    """The job resolves no model default itself: unset frames and steps are what the pipeline's
+    `resolve` says, and the sidecar records them."""
+    real = FakePipeline.resolve
+    monkeypatch.setattr(FakePipeline, "resolve", lambda self, p: dict(real(self, p), num_frames=p.num_frames or 5,
+                                                                      num_steps=p.num_steps or 4))
+    out = tmp_path / "o"
+    rc, _, err = run(capsys, out, img(), seed=1)
+    assert rc == 0, err
+    side = json.loads((out / "photo_seed1.json").read_text())
+    assert side["frames"] == 5 and side["resolved"]["num_frames"] == 5 and side["resolved"]["num_steps"] == 4
+    assert len(side["timings"]["step_s"]) == 4 and side["pipeline"]["num_frames"] is None
+
+
+def test_bad_camera_is_refused_once_the_pipeline_resolved_the_frames(tmp_path, img, capsys):
+    rc, _, err = run(capsys, tmp_path / "o", img(), seed=1, elevations_deg=10.0)
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert rc == 2 and len(lines) == 1 and "takes no camera path" in lines[0], err
+
+
+def test_prepare_input_is_the_clis_preparation(img):
+    from svd_ms.jobs.batch import prepare_input
+    from svd_ms.media import load_image
+
+    src = img(size=(300, 200))
+    ours, info, warnings = prepare_input(str(src), jobs.JobSettings(images=[str(src)], height=128), orbit=False)
+    cli, _, _ = load_image(str(src), 128, None)
+    assert ours.shape == (128, 192, 3) and np.array_equal(ours, cli) and info["size"] == [192, 128]
+    square, info, _ = prepare_input(str(src), jobs.JobSettings(images=[str(src)], height=64, keep_background=True),
+                                    orbit=True)
+    assert square.shape == (64, 64, 3) and info["preprocessing"] == "SV3D: centre square"
