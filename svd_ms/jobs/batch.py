@@ -30,13 +30,15 @@ from .settings import EXIT_FAILED, EXIT_OK, EXIT_SETUP, JobSettings, check_camer
     check_output_dir, output_paths, resolve_inputs
 
 
-def prepare_input(path: str, settings: JobSettings, orbit: bool):
+def prepare_input(path: str, settings: JobSettings, orbit: bool, size: Optional[Tuple[int, int]] = None):
     """One input image as the model takes it: (uint8 HxWx3, info, warnings). The job's one call
-    into image preparation (the CLI's rule: plain images sized by --height/--width, SV3D cut-outs
-    recentred by sv3d.prepare_image)."""
+    into image preparation (the CLI's rule: plain images sized by --height/--width, or by `size`,
+    (height, width), for the conditioning image of video-to-video; SV3D cut-outs recentred by
+    sv3d.prepare_image)."""
     s = settings
     if not orbit:
-        return load_image(path, s.height, s.width)
+        height, width = size or (s.height, s.width)
+        return load_image(path, height, width)
     size = s.height or s.width or sv3d.IMAGE_SIZE
     try:
         prepared = sv3d.prepare_image(path, size, s.image_frame_ratio, s.keep_background)
@@ -213,8 +215,8 @@ class BatchJob:
             frames_in, info, _ = load_video(path, resolved["num_frames"], s.height, s.width)
             image = frames_in[0]
             if self.records.condition_image:
-                image, info["condition_image"], _ = load_image(self.records.condition_image, frames_in.shape[1],
-                                                               frames_in.shape[2])
+                image, info["condition_image"], _ = prepare_input(self.records.condition_image, s, False,
+                                                                  size=frames_in.shape[1:3])
             extra["video"] = frames_in
         else:
             image, info, _ = prepare_input(path, s, self.orbit)

@@ -291,3 +291,24 @@ def test_prepare_input_is_the_clis_preparation(img):
     square, info, _ = prepare_input(str(src), jobs.JobSettings(images=[str(src)], height=64, keep_background=True),
                                     orbit=True)
     assert square.shape == (64, 64, 3) and info["preprocessing"] == "SV3D: centre square"
+
+
+def test_video_inputs_with_one_conditioning_image(tmp_path, img, capsys):
+    """Video-to-video: each video resampled to the pipeline's frame count, the one --image prepared
+    to the video's size as the conditioning image, both recorded and in the reproduce command."""
+    from svd_ms import media
+
+    frames = np.stack([np.full((64, 128, 3), 40 * i, np.uint8) for i in range(5)])
+    clip = tmp_path / "in" / "pan.mp4"
+    clip.parent.mkdir(exist_ok=True)
+    media.write_video(frames, clip, "mp4", 7)
+    cond = img("cond.png", size=(256, 128))
+    out = tmp_path / "o"
+    rc, _, err = run(capsys, out, cond, videos=[str(clip)], seed=2,
+                     params=SVDParams(config=TINY_CONFIG, strength=0.5))
+    assert rc == 0, err
+    side = json.loads((out / "pan_seed2.json").read_text())
+    assert side["input_kind"] == "video" and side["settings"]["condition_image"] == str(cond)
+    assert side["input"]["condition_image"]["size"] == [128, 64] and (side["width"], side["height"]) == (128, 64)
+    argv = shlex.split(side["reproduce"])
+    assert f"--video={clip}" in argv and f"--image={cond}" in argv and "--SVD.strength=0.5" in argv
