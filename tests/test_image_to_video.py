@@ -1,7 +1,7 @@
 """Tests for image_to_video.py, the command-line entry point.
 
 Flags, config files, exit codes and one-line errors; the job logic itself is tested through
-svd_ms.jobs (tests/test_jobs.py). Fast tests run main() in-process with a stand-in pipeline
+svd_ms.jobs (tests/jobs/). Fast tests run main() in-process with a stand-in pipeline
 (tests/fake_pipeline.py). The bad-input tests use the real pipeline: they all fail before any
 sampling. The end-to-end tests run the real pipeline on the shared tiny reference
 model (../shared/reference/tiny_svd.*) with few steps, once per output format.
