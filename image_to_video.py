@@ -165,7 +165,8 @@ def main(argv: Optional[Sequence[str]] = None, pipeline_factory: Optional[Callab
 
         settings = JobSettings(images=cfg.image or [], videos=cfg.video or [], output_dir=cfg.output_dir,
                                output_format=cfg.output_format, seed=cfg.seed, overwrite=cfg.overwrite,
-                               height=cfg.height, width=cfg.width, progress=cfg.progress, dist_timeout=cfg.dist_timeout, parameters=_parameters(cfg),
+                               height=cfg.height, width=cfg.width, progress=cfg.progress,
+                               dist_timeout=cfg.dist_timeout, parameters=_parameters(cfg),
                                elevations_deg=cfg.elevations_deg, azimuths_deg=cfg.azimuths_deg,
                                keep_background=cfg.keep_background, image_frame_ratio=cfg.image_frame_ratio)
         settings.validate()
