@@ -27,9 +27,9 @@ import traceback  # noqa: E402
 from typing import Callable, List, Literal, Optional, Sequence, Union  # noqa: E402
 
 from svd_ms.errors import ParamError, SVDError, one_line  # noqa: E402
+from svd_ms.jobs.console import debug_enabled  # noqa: E402
+from svd_ms.jobs.settings import EXIT_INTERRUPTED, EXIT_SETUP  # noqa: E402
 from svd_ms.params import SVDParams  # noqa: E402
-
-EXIT_SETUP, EXIT_INTERRUPTED = 2, 130
 
 
 def build_parser():
@@ -163,9 +163,10 @@ def main(argv: Optional[Sequence[str]] = None, pipeline_factory: Optional[Callab
         from svd_ms.jobs import BatchJob, JobSettings
         from svd_ms.runtime import Cluster, setup_device
 
-        settings = JobSettings(images=cfg.image or [], videos=cfg.video or [], output_dir=cfg.output_dir, output_format=cfg.output_format,
-                               seed=cfg.seed, overwrite=cfg.overwrite, height=cfg.height, width=cfg.width,
-                               progress=cfg.progress, dist_timeout=cfg.dist_timeout, parameters=_parameters(cfg),
+        settings = JobSettings(images=cfg.image or [], videos=cfg.video or [], output_dir=cfg.output_dir,
+                               output_format=cfg.output_format, seed=cfg.seed, overwrite=cfg.overwrite,
+                               height=cfg.height, width=cfg.width, progress=cfg.progress,
+                               dist_timeout=cfg.dist_timeout, parameters=_parameters(cfg),
                                elevations_deg=cfg.elevations_deg, azimuths_deg=cfg.azimuths_deg,
                                keep_background=cfg.keep_background, image_frame_ratio=cfg.image_frame_ratio)
         settings.validate()
@@ -183,11 +184,11 @@ def main(argv: Optional[Sequence[str]] = None, pipeline_factory: Optional[Callab
         return EXIT_SETUP
     except SVDError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr, flush=True)
-        if os.environ.get("SVD_DEBUG", "") not in ("", "0"):
+        if debug_enabled():
             traceback.print_exc()
         return EXIT_SETUP
     except Exception as exc:
-        if os.environ.get("SVD_DEBUG", "") not in ("", "0"):
+        if debug_enabled():
             raise
         print(f"error: unexpected {one_line(exc)} (set SVD_DEBUG=1 for the traceback)", file=sys.stderr, flush=True)
         return EXIT_SETUP

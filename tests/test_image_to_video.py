@@ -1,7 +1,7 @@
 """Tests for image_to_video.py, the command-line entry point.
 
 Flags, config files, exit codes and one-line errors; the job logic itself is tested through
-svd_ms.jobs (tests/test_jobs.py). Fast tests run main() in-process with a stand-in pipeline
+svd_ms.jobs (tests/jobs/). Fast tests run main() in-process with a stand-in pipeline
 (tests/fake_pipeline.py). The bad-input tests use the real pipeline: they all fail before any
 sampling. The end-to-end tests run the real pipeline on the shared tiny reference
 model (../shared/reference/tiny_svd.*) with few steps, once per output format.
@@ -297,16 +297,58 @@ def test_e2e_png_frames_equal_api(e2e_png, api_video):
     assert np.abs(frames.astype(np.int16) - api_video.astype(np.int16)).max() <= 1
 
 
-def test_sampler_and_guidance_flags_run_and_are_recorded(tmp_path, img, capsys):
-    """--SVD.sampler/guider/guidance on the real tiny model (an sgm sampler config built from the
-    short names over the config's); the sidecar records them and reproduces them."""
-    out = tmp_path / "o"
-    args = base_args(out, img(size=(128, 64))) + [
-        "--SVD.checkpoint", TINY_CKPT, "--SVD.num_frames=2", "--SVD.num_steps=2", "--seed=5",
-        "--SVD.sampler=heun", "--SVD.guider=triangle", "--SVD.min_guidance_scale=1.0",
-        "--SVD.max_guidance_scale=2.0"]
-    rc, _, err = run(capsys, args, pipeline_factory=None)
-    assert rc == 0, err
-    side = json.loads((out / "photo_seed5.json").read_text())
+def _png_frames(folder: Path) -> np.ndarray:
+    return np.stack([np.asarray(Image.open(f)) for f in sorted(folder.glob("frame_*.png"))])
+
+
+def test_sampler_flag_changes_the_video_and_the_record_remakes_it(tmp_path, img, capsys):
+    """--SVD.sampler on the real tiny model: with the same seed and image, euler and heun make
+    different videos (the flag is not ignored), and the heun run's sidecar, fed back into the API
+    as it was recorded (SVDParams from its `pipeline` values, generate(path) with its seed),
+    makes the heun video frame for frame."""
+    from svd_ms.media import to_uint8
+    from svd_ms.params import SVDParams
+    from svd_ms.pipeline import SVDInferPipeline
+
+    src = img(size=(128, 64))
+    videos, sidecars = {}, {}
+    for sampler in ("euler", "heun"):
+        out = tmp_path / sampler
+        args = base_args(out, src) + [
+            "--SVD.checkpoint", TINY_CKPT, "--SVD.num_frames=2", "--SVD.num_steps=2", "--seed=5",
+            "--output_format=png", f"--SVD.sampler={sampler}", "--SVD.guider=triangle",
+            "--SVD.min_guidance_scale=1.0", "--SVD.max_guidance_scale=2.0"]
+        rc, _, err = run(capsys, args, pipeline_factory=None)
+        assert rc == 0, err
+        videos[sampler] = _png_frames(out / "photo_seed5")
+        sidecars[sampler] = json.loads((out / "photo_seed5.json").read_text())
+    apart = int(np.abs(videos["euler"].astype(int) - videos["heun"].astype(int)).max())
+    print(f"[cli] euler vs heun, same seed: max abs difference {apart} (must be > 0)")
+    assert apart > 0
+    side = sidecars["heun"]
     assert side["settings"]["sampler"] == "heun" and side["settings"]["guider"] == "triangle"
     assert "--SVD.sampler=heun" in side["reproduce"] and "--SVD.max_guidance_scale=2.0" in side["reproduce"]
+    api = SVDInferPipeline(params=SVDParams(**side["pipeline"]))
+    again = to_uint8(api.generate(side["input"]["path"], seed=side["seed"]).video)
+    worst = int(np.abs(again.astype(int) - videos["heun"].astype(int)).max())
+    print(f"[cli] recorded heun run through the API: max abs difference {worst} (bound 0)")
+    assert worst == 0
+
+
+def test_rerun_with_other_sampler_params_is_refused_not_skipped(tmp_path, img, capsys):
+    """The sampler's own parameters are settings like any other: a rerun with other
+    --SVD.sampler_params is refused by name and leaves the video alone; the same ones are skipped."""
+    out, src = tmp_path / "o", img()
+    args = base_args(out, src) + ["--seed=3", "--SVD.sampler=euler"]
+    rc, _, err = run(capsys, args + ['--SVD.sampler_params={"s_churn": 0.5}'])
+    assert rc == 0, err
+    video, sidecar = out / "photo_seed3.mp4", out / "photo_seed3.json"
+    before = (video.read_bytes(), sidecar.read_text())
+    side = json.loads(before[1])
+    assert side["settings"]["sampler_params"] == {"s_churn": 0.5} == side["pipeline"]["sampler_params"]
+    assert """'--SVD.sampler_params={"s_churn": 0.5}'""" in side["reproduce"]
+    rc, stdout, err = run(capsys, args + ['--SVD.sampler_params={"s_churn": 1.0}'])
+    assert rc == 1 and "sampler_params differ" in err and "skip '" not in stdout, err
+    assert (video.read_bytes(), sidecar.read_text()) == before
+    rc, stdout, err = run(capsys, args + ['--SVD.sampler_params={"s_churn": 0.5}'])
+    assert rc == 0 and "skip '" in stdout, err

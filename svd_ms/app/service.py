@@ -9,25 +9,24 @@ Gradio.
 """
 import contextlib
 import itertools
-import json
-import os
 import secrets
-import shlex
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, Optional
+from typing import Any, Callable, Deque, Dict, Mapping, Optional
 
 import numpy as np
 
-from ..errors import GenerationCancelled, ParamError, SVDError, UsageError, one_line
-from ..jobs import SEED_MOD, check_output_dir, file_digest
+from .. import record
+from ..errors import GenerationCancelled, SVDError, UsageError, one_line
+from ..jobs.settings import check_output_dir
 from ..media import remove_path, to_uint8, write_json, write_video
 from ..params import SVDParams
-from ..runtime import PeakMemory, versions
+from ..runtime import PeakMemory
+from ..seeds import check_seed
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 FINAL_STATES = (DONE, FAILED, CANCELLED)
@@ -40,12 +39,16 @@ class QueueFullError(SVDError):
 @dataclass
 class Request:
     """One generation: the conditioning frame (uint8 HxWx3, sides multiples of 64), its seed and the
-    per-call sampling settings (`SVDParams` fields)."""
+    per-call sampling settings (`SVDParams` fields). `height`/`width`: the size the visitor asked
+    for, as the command line's --height/--width (None: the image's own size), recorded so that the
+    sidecar's reproduce command prepares the upload the same way."""
     image: np.ndarray
     seed: int
     overrides: Dict[str, Any] = field(default_factory=dict)
     image_info: Dict[str, Any] = field(default_factory=dict)
     owner: Optional[str] = None  # the page session that asked, so that its cancel button finds it
+    height: Optional[int] = None
+    width: Optional[int] = None
 
 
 @dataclass
@@ -124,7 +127,7 @@ class GenerationService:
         self._stopping = False
         self._thread: Optional[threading.Thread] = None
         self._counter = itertools.count(1)
-        self._versions = versions()
+        self._context = record.run_context(device_target, mode)
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def start(self, timeout: Optional[float] = None) -> "GenerationService":
@@ -164,8 +167,7 @@ class GenerationService:
         """Queue a request after checking its settings (ParamError) and the queue's length
         (QueueFullError). Returns at once."""
         self.validate(request.overrides)
-        if not (isinstance(request.seed, int) and 0 <= request.seed < SEED_MOD):
-            raise ParamError("seed", f"seed={request.seed!r} must be an integer between 0 and {SEED_MOD - 1}")
+        check_seed(request.seed)
         with self._cond:
             if self._stopping:
                 raise QueueFullError("the server is shutting down")
@@ -272,46 +274,39 @@ class GenerationService:
         frames = to_uint8(video)
         base = f"web_{datetime.now().strftime('%Y%m%d-%H%M%S')}_{job.id}_seed{req.seed}"
         video_path, sidecar_path = self.output_dir / f"{base}.mp4", self.output_dir / f"{base}.json"
+        sidecar = self._new_record(job, params, sizes, frames, result, video_path)
         t_write = time.perf_counter()
         write_video(frames, video_path, "mp4", params.fps)
         try:
-            record = self._record(job, params, frames, result, memory, time.perf_counter() - t_write,
-                                  time.perf_counter() - t0, video_path)
-            write_json(sidecar_path, record)
+            timings = record.timings(result.timings, queued_s=job.started - job.submitted,
+                                     write_s=time.perf_counter() - t_write, total_s=time.perf_counter() - t0,
+                                     model_load_s=self.model_load_s)
+            sidecar = record.complete_record(sidecar, video_path, timings, memory.read())
+            write_json(sidecar_path, sidecar)
         except BaseException:
             remove_path(video_path)
             raise
-        job.video_path, job.sidecar_path, job.record = video_path, sidecar_path, record
+        job.video_path, job.sidecar_path, job.record = video_path, sidecar_path, sidecar
         job.progress.done = job.progress.total
         self._forget_old(job)
         job._finish(DONE)
 
-    def _record(self, job: Job, params: SVDParams, frames: np.ndarray, result, memory: PeakMemory,
-                write_s: float, total_s: float, video_path: Path) -> Dict[str, Any]:
-        """The sidecar: the fields of the CLI's (svd_ms.jobs) that make sense for one upload."""
-        t, h, w = frames.shape[:3]
-        pt = dict(getattr(result, "timings", None) or {})
-        steps = [float(x) for x in pt.get("step_s", [])]
-        pipeline = json.loads(json.dumps(params.to_dict(), default=str))
-        settings = dict(pipeline, config=os.path.abspath(params.config) if params.config else None, height=h, width=w,
-                        output_format="mp4")
-        if settings.get("checkpoint") and os.path.exists(settings["checkpoint"]):  # a cached model id stays an id
-            settings["checkpoint"] = os.path.abspath(settings["checkpoint"])
-        cli = ["python", "image_to_video.py"] + [f"--SVD.{k}={v}" for k, v in pipeline.items() if v is not None]
-        cli += [f"--height={h}", f"--width={w}", f"--mode={self.mode}", "--image=<the uploaded image>",
-                f"--seed={job.request.seed}"]
-        return {
-            "video": video_path.name, "format": "mp4", "frames": t, "width": w, "height": h, "fps": params.fps,
-            "seed": job.request.seed, "input": job.request.image_info, "untrained": self.untrained,
-            "settings": settings, "pipeline": pipeline, "reproduce": " ".join(shlex.quote(p) for p in cli),
-            "versions": self._versions, "device_target": self.device_target, "mode": self.mode,
-            "timings": {"queued_s": job.started - job.submitted, "compile_s": pt.get("compile_s"), "step_s": steps,
-                        "mean_step_s": float(np.mean(steps)) if steps else None, "decode_s": pt.get("decode_s"),
-                        "pipeline_total_s": pt.get("total_s"), "write_s": write_s, "total_s": total_s,
-                        "model_load_s": self.model_load_s},
-            "memory": memory.read(), "status": "done", "video_sha256": file_digest(video_path),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "source": "web page",
-        }
+    def _new_record(self, job: Job, params: SVDParams, sizes: Mapping[str, Any], frames: np.ndarray, result,
+                    video_path: Path) -> Dict[str, Any]:
+        """The sidecar (svd_ms.record, the batch job's format). The reproduce command names the
+        upload as the visitor called it: run with that file, it makes the same video, since the
+        page prepares uploads exactly as the command line prepares images."""
+        req = job.request
+        seed = req.seed if getattr(result, "seed", None) is None else int(result.seed)
+        output = {"height": req.height, "width": req.width, "output_format": "mp4"}
+        name = req.image_info.get("path") or "<the uploaded image>"
+        reproduce = record.reproduce_command(params, [("image", name)],
+                                             dict(output, mode=self.mode, device_target=self.device_target,
+                                                  seed=seed))
+        return record.new_record(
+            video_path=video_path, output_format="mp4", frames=frames, fps=params.fps, seed=seed, params=params,
+            settings=record.video_settings(params, output), resolved=sizes, input_info=req.image_info,
+            untrained=self.untrained, reproduce=reproduce, context=self._context, source="web page")
 
     def _forget_old(self, job: Job) -> None:
         """Keep the newest `keep_outputs` results on disk, so that a server left running does not

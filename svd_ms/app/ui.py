@@ -5,12 +5,11 @@ Element ids (#image-upload, #generate, #cancel, #status, #message, #result-video
 #sidecar, ...) are part of the page's contract: the browser test drives the page through them.
 """
 import html
-import secrets
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
 from ..errors import ParamError, SVDError, one_line
-from ..jobs import SEED_MOD
+from ..seeds import SEED_MOD, draw_seed
 from .service import CANCELLED, DONE, FAILED, GenerationService, Request
 from .uploads import UploadLimits, check_upload, prepare_upload
 
@@ -219,16 +218,15 @@ def build_page(service: GenerationService, info: PageInfo):
                                                              else ""))
                 source = path if path is not None else info.example_image
                 img, image_info = check_upload(source, info.limits)
-                array, image_info, warnings = prepare_upload(img, image_info, _as_int("height", values[height]) or None,
-                                                             _as_int("width", values[width]) or None,
-                                                             image_info["path"])
+                want_h, want_w = _as_int("height", values[height]) or None, _as_int("width", values[width]) or None
+                array, image_info, warnings = prepare_upload(img, image_info, want_h, want_w, image_info["path"])
                 s = _as_int("seed", s)
                 if s is None:
-                    s = secrets.randbelow(SEED_MOD)
+                    s = draw_seed()
                     outputs[seed] = s
                 overrides = _overrides(values[frames], values[steps], values[motion], values[fps], values[noise],
                                        values[chunk], {name: values[c] for name, c in extra.items()})
-                job = service.submit(Request(array, s, overrides, image_info,
+                job = service.submit(Request(array, s, overrides, image_info, height=want_h, width=want_w,
                                              owner=getattr(request, "session_hash", None)))
             except SVDError as exc:
                 outputs.update({status: status_html("Not started."), message: message_html(one_line(exc))})
@@ -278,7 +276,7 @@ def build_page(service: GenerationService, info: PageInfo):
         upload.upload(show_upload, upload, [preview, use_example, message], concurrency_limit=None)
         upload.clear(lambda: (None, False), None, [preview, use_example], concurrency_limit=None)
         example_btn.click(show_example, None, [upload, preview, use_example, message], concurrency_limit=None)
-        randomize.click(lambda: secrets.randbelow(SEED_MOD), None, seed, concurrency_limit=None)
+        randomize.click(draw_seed, None, seed, concurrency_limit=None)
         page.load(initial_preview, use_example, preview, concurrency_limit=None)
         # The service queues and orders the jobs; Gradio only holds the waiting connections.
         generate.click(run, {upload, use_example, width, height, frames, steps, motion, fps, noise, chunk, seed,

@@ -1,5 +1,6 @@
-"""svd_ms.jobs: names, seeds, sidecars, summary, resume and its completion rule, per-image
-failures -- with a stand-in pipeline (tests/fake_pipeline.py), so no model runs."""
+"""svd_ms.jobs.batch (BatchJob, through the package's front `svd_ms.jobs`): names, seeds, sidecars,
+summary, resume and its completion rule, per-image failures -- with a stand-in pipeline
+(tests/fake_pipeline.py), so no model runs."""
 import json
 import os
 import shlex
@@ -20,7 +21,7 @@ from svd_ms.params import SVDParams
 
 
 # Child processes find the stand-in pipeline (tests/fake_pipeline.py) through PYTHONPATH.
-ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(Path(__file__).parent),
+ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(Path(__file__).parents[1]),
                                                              os.environ.get("PYTHONPATH", "")) if p))
 
 
@@ -167,12 +168,13 @@ def test_sigkill_during_write_then_rerun_completes(tmp_path, img):
         import os, signal, sys
         from fake_pipeline import FakePipeline
         from svd_ms import jobs, media
+        from svd_ms.jobs import batch
         from svd_ms.params import SVDParams
         real = media.write_video
         def write_then_die(*a, **k):
             real(*a, **k)
             os.kill(os.getpid(), signal.SIGKILL)
-        jobs.write_video = write_then_die
+        batch.write_video = write_then_die
         job = jobs.BatchJob(jobs.JobSettings(images=[{str(src)!r}], output_dir={str(out)!r}, seed=4, progress=False),
                             SVDParams(config={TINY_CONFIG!r}), FakePipeline)
         job.run()
@@ -180,7 +182,7 @@ def test_sigkill_during_write_then_rerun_completes(tmp_path, img):
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=ENV)
     assert res.returncode == -signal.SIGKILL, res.stderr
     assert json.loads((out / "photo_seed4.json").read_text())["status"] == "writing"
-    res = subprocess.run([sys.executable, "-c", script.replace("jobs.write_video = write_then_die", "")],
+    res = subprocess.run([sys.executable, "-c", script.replace("batch.write_video = write_then_die", "")],
                          capture_output=True, text=True, timeout=300, env=ENV)
     assert res.returncode == 0, res.stderr
     assert json.loads((out / "photo_seed4.json").read_text())["status"] == "done"
@@ -218,13 +220,14 @@ def test_overwrite_refuses_a_directory_that_is_not_ours(tmp_path, img, capsys):
 
 def test_summary_write_failure_is_named(tmp_path, img, capsys, monkeypatch):
     out = tmp_path / "o"
-    real = jobs.write_json
+    from svd_ms.jobs import ranks
+    real = ranks.write_json
 
     def full_disk(path, obj):
         if Path(path).name == jobs.SUMMARY_NAME:
             raise OSError(28, f"cannot write {str(path)!r} (No space left on device)")
         real(path, obj)
-    monkeypatch.setattr(jobs, "write_json", full_disk)
+    monkeypatch.setattr(ranks, "write_json", full_disk)
     rc, _, err = run(capsys, out, img(), seed=1)
     assert rc == 1 and "job_summary.json" in err and "No space left" in err
 
@@ -253,3 +256,59 @@ def test_file_size_limit_fails_the_image_and_rerun_completes(tmp_path, fmt):
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=ENV)
     assert res.returncode == 0, res.stderr
     assert json.loads((out / "noise_seed1.json").read_text())["status"] == "done"
+
+
+# ---- the pipeline resolves, the job records ------------------------------------------------------
+
+def test_model_defaults_come_from_the_pipeline(tmp_path, img, capsys, monkeypatch):
+    """The job resolves no model default itself: unset frames and steps are what the pipeline's
+    `resolve` says, and the sidecar records them."""
+    real = FakePipeline.resolve
+    monkeypatch.setattr(FakePipeline, "resolve", lambda self, p: dict(real(self, p), num_frames=p.num_frames or 5,
+                                                                      num_steps=p.num_steps or 4))
+    out = tmp_path / "o"
+    rc, _, err = run(capsys, out, img(), seed=1)
+    assert rc == 0, err
+    side = json.loads((out / "photo_seed1.json").read_text())
+    assert side["frames"] == 5 and side["resolved"]["num_frames"] == 5 and side["resolved"]["num_steps"] == 4
+    assert len(side["timings"]["step_s"]) == 4 and side["pipeline"]["num_frames"] is None
+
+
+def test_bad_camera_is_refused_once_the_pipeline_resolved_the_frames(tmp_path, img, capsys):
+    rc, _, err = run(capsys, tmp_path / "o", img(), seed=1, elevations_deg=10.0)
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert rc == 2 and len(lines) == 1 and "takes no camera path" in lines[0], err
+
+
+def test_prepare_input_is_the_clis_preparation(img):
+    from svd_ms.jobs.batch import prepare_input
+    from svd_ms.media import load_image
+
+    src = img(size=(300, 200))
+    ours, info, warnings = prepare_input(str(src), jobs.JobSettings(images=[str(src)], height=128), orbit=False)
+    cli, _, _ = load_image(str(src), 128, None)
+    assert ours.shape == (128, 192, 3) and np.array_equal(ours, cli) and info["size"] == [192, 128]
+    square, info, _ = prepare_input(str(src), jobs.JobSettings(images=[str(src)], height=64, keep_background=True),
+                                    orbit=True)
+    assert square.shape == (64, 64, 3) and info["preprocessing"] == "SV3D: centre square"
+
+
+def test_video_inputs_with_one_conditioning_image(tmp_path, img, capsys):
+    """Video-to-video: each video resampled to the pipeline's frame count, the one --image prepared
+    to the video's size as the conditioning image, both recorded and in the reproduce command."""
+    from svd_ms import media
+
+    frames = np.stack([np.full((64, 128, 3), 40 * i, np.uint8) for i in range(5)])
+    clip = tmp_path / "in" / "pan.mp4"
+    clip.parent.mkdir(exist_ok=True)
+    media.write_video(frames, clip, "mp4", 7)
+    cond = img("cond.png", size=(256, 128))
+    out = tmp_path / "o"
+    rc, _, err = run(capsys, out, cond, videos=[str(clip)], seed=2,
+                     params=SVDParams(config=TINY_CONFIG, strength=0.5))
+    assert rc == 0, err
+    side = json.loads((out / "pan_seed2.json").read_text())
+    assert side["input_kind"] == "video" and side["settings"]["condition_image"] == str(cond)
+    assert side["input"]["condition_image"]["size"] == [128, 64] and (side["width"], side["height"]) == (128, 64)
+    argv = shlex.split(side["reproduce"])
+    assert f"--video={clip}" in argv and f"--image={cond}" in argv and "--SVD.strength=0.5" in argv
