@@ -1,6 +1,5 @@
 """svd_ms.util: one config loader with one-line refusals, and config targets that cannot reach
 anything outside the allow-list, through the converter, the pipeline and train.py."""
-import os
 import sys
 
 import pytest
