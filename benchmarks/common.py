@@ -59,7 +59,9 @@ def results_of(stdout: str) -> list:
 
 
 def output_tail(proc: subprocess.CompletedProcess, lines: int = 15) -> str:
-    return "\n".join(((proc.stdout or "") + (proc.stderr or "")).strip().splitlines()[-lines:])
+    """The last `lines` lines a child printed, stdout then stderr (for a failure message)."""
+    text = "\n".join(part.strip() for part in (proc.stdout or "", proc.stderr or "") if part.strip())
+    return "\n".join(text.splitlines()[-lines:])
 
 
 # ---------------------------------------------------------------------------------- time
