@@ -22,26 +22,30 @@ and the OpenCLIP ViT-H/14 image embedder (ours, transformers).
 Each time is the median of --repeats runs after --warmup runs; the graph compile time is the
 first call minus that median. Peak host memory is the process's ru_maxrss.
 
-    python benchmarks/bench.py                 # everything, 8 frames of 128x128 (~20 min on 2 cores)
-    python benchmarks/bench.py --quick         # UNet step, 4 frames: ours (graph) and diffusers only
-    python benchmarks/bench.py --systems ours-graph,torch --frames 14 --size 256
+    python -m benchmarks.bench                 # everything, 8 frames of 128x128 (~20 min on 2 cores)
+    python -m benchmarks.bench --quick         # UNet step, 4 frames: ours (graph) and diffusers only
+    python -m benchmarks.bench --systems ours-graph,torch --frames 14 --size 256
 """
 import argparse
 import json
 import math
 import os
 import platform
-import resource
-import subprocess
-import sys
 import time
-import zlib
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-from flops import unet_step_flops  # noqa: E402
+from benchmarks import common
+from benchmarks.common import (
+    REPO,
+    meminfo_gb,
+    output_tail,
+    peak_rss_bytes,
+    random_weight,
+    results_of,
+    time_calls,
+)
+from benchmarks.flops import unet_step_flops
 
 CONFIG = os.path.join(REPO, "configs", "svd.yaml")
 BATCH = 2  # classifier-free guidance: conditional and unconditional copies
@@ -63,24 +67,6 @@ def config_section(*path):
     for p in path:
         node = node[p]
     return OmegaConf.to_container(node)
-
-
-def random_weight(name: str, shape) -> np.ndarray:
-    """Deterministic random tensor for an upstream (sgm) tensor name: N(0, 1/fan_in) for
-    matrices and kernels, 1 + N(0, 0.1) for norm scales, N(0, 0.02) for biases, N(0, 1) for
-    blend factors."""
-    shape = tuple(int(s) for s in shape)
-    rng = np.random.default_rng(zlib.crc32(name.encode()))
-    if name.endswith("mix_factor"):
-        return rng.standard_normal(shape, dtype=np.float32)
-    if len(shape) >= 2:
-        fan_in = int(np.prod(shape[1:]))
-        a = rng.standard_normal(shape, dtype=np.float32)
-        a *= np.float32(1.0 / math.sqrt(fan_in))
-        return a
-    if name.endswith("weight") or name.endswith("gamma"):
-        return (1.0 + 0.1 * rng.standard_normal(shape, dtype=np.float32)).astype(np.float32)
-    return (0.02 * rng.standard_normal(shape, dtype=np.float32)).astype(np.float32)
 
 
 def timestep_embedding_np(t: np.ndarray, dim: int, max_period: float = 10000.0) -> np.ndarray:
@@ -105,28 +91,9 @@ def unet_inputs(frames: int, h: int, w: int):
     return sgm, diff
 
 
-def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def time_calls(fn, warmup: int, repeats: int):
-    """(first call seconds, median of `repeats` calls after `warmup` calls incl. the first)."""
-    t0 = time.perf_counter()
-    fn()
-    first = time.perf_counter() - t0
-    for _ in range(max(warmup - 1, 0)):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return first, float(np.median(times)), times
-
-
 def emit(result: dict):
     result["peak_rss_gb"] = peak_rss_bytes() / 1e9
-    print("RESULT " + json.dumps(result), flush=True)
+    common.emit(result)
 
 
 DEVICE_TARGET = "CPU"  # set from --device_target in each worker
@@ -134,6 +101,7 @@ DEVICE_TARGET = "CPU"  # set from --device_target in each worker
 
 def setup_mindspore(mode: str):
     import mindspore as ms
+
     from svd_ms.runtime import setup_device
     setup_device(DEVICE_TARGET, mode=0 if mode == "graph" else 1)  # the same settings as the CLI and tests
     return ms
@@ -291,6 +259,7 @@ def worker_mindone(args):
 def worker_vae_ours(args):
     ms = setup_mindspore(args.vae_mode)
     from mindspore import nn
+
     from svd_ms.util import instantiate_from_config
     ae = instantiate_from_config(config_section("first_stage_config"))
     for name, p in ae.parameters_and_names():
@@ -317,6 +286,7 @@ def worker_vae_ours(args):
 def worker_vae_torch(args):
     import torch
     from diffusers import AutoencoderKLTemporalDecoder
+
     from svd_ms.diffusers_map import vae_decoder_name
     torch.set_num_threads(os.cpu_count())
     ddconfig = config_section("first_stage_config", "params", "decoder_config", "params")
@@ -407,18 +377,15 @@ WORKERS = {
 # ---------------------------------------------------------------------------------- driver
 
 def run_worker(name, args):
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--frames", str(args.frames),
-           "--size", str(args.size), "--repeats", str(args.repeats), "--warmup", str(args.warmup),
-           "--vae_frames", str(args.vae_frames), "--vae_mode", args.vae_mode, "--out_dir", args.out_dir,
-           "--device_target", args.device_target]
-    env = dict(os.environ)
-    env.setdefault("GLOG_v", "3")
     t0 = time.perf_counter()
     print(f"[bench] {name} ...", flush=True)
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
-    results = [json.loads(line[len("RESULT "):]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    proc = common.run_child("bench", "--worker", name, "--frames", args.frames, "--size", args.size, "--repeats",
+                            args.repeats, "--warmup", args.warmup, "--vae_frames", args.vae_frames, "--vae_mode",
+                            args.vae_mode, "--out_dir", args.out_dir, "--device_target", args.device_target,
+                            timeout=args.timeout)
+    results = results_of(proc.stdout)
     if proc.returncode != 0 or not results:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        tail = output_tail(proc, 15)
         print(f"[bench] {name} failed (exit {proc.returncode}):\n{tail}", flush=True)
         return {"system": name, "error": f"exit {proc.returncode}: {tail.splitlines()[-1] if tail else ''}"[:300]}
     res = results[-1]
@@ -444,7 +411,7 @@ def report(args, results):
         ref = np.load(ref_path)
     lines = []
     lines.append(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-                 f"{_mem_total_gb():.0f} GB RAM, {platform.system()} {platform.release()}, Python "
+                 f"{meminfo_gb('MemTotal'):.0f} GB RAM, {platform.system()} {platform.release()}, Python "
                  f"{platform.python_version()}; {_versions()}; MindSpore backend {args.device_target}")
     lines.append(f"UNet step: batch {BATCH} x {args.frames} frames, {args.size}x{args.size} pixels "
                  f"({h}x{w} latents), {flops['total'] / 1e12:.2f} TFLOP per step (analytic: conv "
@@ -532,17 +499,6 @@ def report(args, results):
     text = "\n".join(lines)
     print("\n" + text)
     return text
-
-
-def _mem_total_gb():
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) / 1e6
-    except OSError:
-        pass
-    return float("nan")
 
 
 def _versions():

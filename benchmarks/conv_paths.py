@@ -5,19 +5,15 @@ frames at --size pixels) and of the temporal VAE decoder (--frames frames), each
 graph-mode cell, and prints a table with GFLOP/s per path and the path `svd_ms.policy` picks on
 this device. This is the measurement behind the CPU choice in `policy.conv_implementation`.
 
-    python benchmarks/conv_paths.py                       # 14 frames, 256x256 (~5 min on 2 cores)
-    python benchmarks/conv_paths.py --frames 4 --size 128
+    python -m benchmarks.conv_paths                       # 14 frames, 256x256 (~5 min on 2 cores)
+    python -m benchmarks.conv_paths --frames 4 --size 128
 """
 import argparse
 import os
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import time_calls  # noqa: E402
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchmarks.common import best_time
 
 
 def shapes(frames: int, size: int):
@@ -58,11 +54,6 @@ def conv_flops(n, cin, cout, kernel, stride, padding, spatial):
     return 2.0 * n * cin * cout * int(np.prod(kernel)) * int(np.prod(out))
 
 
-def best_time(fn, repeats):
-    """Best of `repeats` calls after one call that compiles and warms up."""
-    return min(time_calls(fn, 1, repeats)[2])
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=14)
@@ -71,6 +62,7 @@ def main():
     args = ap.parse_args()
     import mindspore as ms
     from mindspore import nn
+
     from svd_ms import policy
     from svd_ms.modules import layers
     from svd_ms.runtime import setup_device

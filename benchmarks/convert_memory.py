@@ -26,22 +26,10 @@ import time
 
 import numpy as np
 
+from benchmarks.common import REPO
+from benchmarks.common import gb as _gb
+from benchmarks.common import reference_dir as _ref_dir
 from svd_tools.safetensors_stream import write_safetensors
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-REF_CANDIDATES = [os.path.join(os.path.dirname(REPO), "shared", "reference"), "/work/shared/reference"]
-
-
-def _ref_dir():
-    for d in REF_CANDIDATES:
-        if os.path.isdir(d):
-            return d
-    raise SystemExit("cannot find the shared reference folder (../shared/reference)")
-
-
-def _gb(n):
-    return f"{n / 1e9:.2f} GB"
 
 
 def main():

@@ -5,17 +5,15 @@ Times MindSpore's CPU convolution (a VAE/UNet 3x3 shape), its temporal (3, 1, 1)
 own instruction-set choice and once capped at AVX2, each in a fresh process (oneDNN reads the
 cap once); PyTorch's times for the same shapes in the same run are the peer.
 
-    python benchmarks/cpu_isa.py
+    python -m benchmarks.cpu_isa
 """
-import json
 import os
-import subprocess
 import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import time_calls  # noqa: E402
+from benchmarks import common
+from benchmarks.common import best_time, emit, results_of
 
 CASES = {
     "conv 3x3 512->512, 4x512x32x32": ("conv2d", (4, 512, 32, 32), (512, 512, 3, 3)),
@@ -32,13 +30,7 @@ def flops(kind, x, w):
     return 2.0 * np.prod(x) / x[1] * w[0] * np.prod(w[1:])
 
 
-def best_time(fn, repeats=3):
-    """Best of `repeats` calls after one warm-up call."""
-    return min(time_calls(fn, 1, repeats)[2])
-
-
 def worker_mindspore():
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import mindspore as ms
     from mindspore import ops
     # launch_blocking as the model runs; the cap is this worker's environment, not the policy's
@@ -60,7 +52,7 @@ def worker_mindspore():
         else:
             fn = lambda: ops.conv2d(x, w, None, 1, "pad", 1).asnumpy()  # noqa: E731
         out[name] = best_time(fn)
-    print("RESULT " + json.dumps(out), flush=True)
+    emit(out)
 
 
 def worker_torch():
@@ -78,18 +70,17 @@ def worker_torch():
             else:
                 fn = lambda: torch.nn.functional.conv2d(x, w, padding=1)  # noqa: E731
             out[name] = best_time(fn)
-    print("RESULT " + json.dumps(out), flush=True)
+    emit(out)
 
 
 def run(worker, env_extra):
     env = dict(os.environ)
     env.pop("ONEDNN_MAX_CPU_ISA", None)
     env.update(env_extra)
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", worker], env=env,
-                          capture_output=True, text=True, timeout=1800)
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
+    proc = common.run_child("cpu_isa", "--worker", worker, env=env, timeout=1800)
+    results = results_of(proc.stdout)
+    if results:
+        return results[0]
     raise SystemExit(f"{worker} failed:\n{proc.stderr[-2000:]}")
 
 

@@ -1,7 +1,7 @@
 """End-to-end benchmark: one whole image-to-video run of svd-ms against diffusers' StableVideoDiffusionPipeline.
 
 Both systems get the same full-size weights, the same image and the same noise:
-- weights: random, generated per diffusers tensor name (`bench.random_weight`), given to diffusers
+- weights: random, generated per diffusers tensor name (`benchmarks.common.random_weight`), given to diffusers
   as they are and to svd-ms through the project's own name map (`svd_ms.diffusers_map.plan`,
   the rules `svd_tools/convert.py` applies to a diffusers folder);
 - image: one synthetic RGB picture of --size x --size;
@@ -21,27 +21,30 @@ load. Systems run one after another, each in its own process:
 With --steps below --report_steps, sampling runs --steps steps and the table extrapolates it:
 the measured steps plus (report_steps - steps) x the median measured step (said in the table).
 
-    python benchmarks/e2e.py --quick     # 4 frames of 128x128, 2 steps; ends with the ratio line
-    python benchmarks/e2e.py             # 14 frames of 256x256, 25 steps (hours on 2 cores)
-    python benchmarks/e2e.py --steps 3   # 14x256, 3 steps measured, extrapolated to 25
+    python -m benchmarks.e2e --quick     # 4 frames of 128x128, 2 steps; ends with the ratio line
+    python -m benchmarks.e2e             # 14 frames of 256x256, 25 steps (hours on 2 cores)
+    python -m benchmarks.e2e --steps 3   # 14x256, 3 steps measured, extrapolated to 25
 """
 import argparse
 import contextlib
 import json
 import os
 import re
-import subprocess
-import sys
 import tempfile
 import time
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from bench import random_weight  # noqa: E402
+from benchmarks import common
+from benchmarks.common import (
+    REPO,
+    emit,
+    meminfo_gb,
+    output_tail,
+    proc_status_kb,
+    random_weight,
+    results_of,
+)
 
 CONFIG = os.path.join(REPO, "configs", "svd.yaml")
 FPS, MOTION, NOISE_AUG = 7, 127, 0.02
@@ -109,14 +112,6 @@ def diffusers_weight(component: str, key: str, shape) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------- memory and stages
 
-def _status_kb(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
 class Meter:
     """Wall time and peak resident memory per stage (Linux: VmHWM, reset through clear_refs)."""
 
@@ -125,7 +120,7 @@ class Meter:
         self.process_peak_kb = 0
 
     def _reset_peak(self):
-        self.process_peak_kb = max(self.process_peak_kb, _status_kb("VmHWM"))
+        self.process_peak_kb = max(self.process_peak_kb, proc_status_kb("VmHWM"))
         with contextlib.suppress(OSError):
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")
@@ -138,7 +133,7 @@ class Meter:
             yield
         finally:
             dt = time.perf_counter() - t0
-            peak = _status_kb("VmHWM")
+            peak = proc_status_kb("VmHWM")
             self.process_peak_kb = max(self.process_peak_kb, peak)
             entry = self.stages.setdefault(name, {"s": 0.0, "peak_gb": 0.0, "calls": 0})
             entry["s"] += dt
@@ -154,12 +149,8 @@ class Meter:
         setattr(obj, method, timed)
 
     def result(self):
-        self.process_peak_kb = max(self.process_peak_kb, _status_kb("VmHWM"))
+        self.process_peak_kb = max(self.process_peak_kb, proc_status_kb("VmHWM"))
         return {"stages": self.stages, "peak_gb": self.process_peak_kb * 1024 / 1e9}
-
-
-def emit(result):
-    print("RESULT " + json.dumps(result), flush=True)
 
 
 # ---------------------------------------------------------------------------------- svd-ms
@@ -167,6 +158,7 @@ def emit(result):
 def load_ours(engine):
     """Fill the engine from the diffusers-named random weights through the project's name map."""
     import mindspore as ms
+
     from svd_ms.diffusers_map import apply, plan
     params = dict(engine.parameters_and_names())
     shapes, keys = {}, {}
@@ -204,9 +196,11 @@ def worker_ours(args, mode):
     setup_device("CPU", mode=0 if mode == "graph" else 1)
     import svd_ms.weights
     from svd_ms import media
+    from svd_ms.modules.encoders.modules import (
+        FrozenOpenCLIPImagePredictionEmbedder,
+        VideoPredictionEmbedderWithEncoder,
+    )
     from svd_ms.pipeline import SVDInferPipeline
-    from svd_ms.modules.encoders.modules import (FrozenOpenCLIPImagePredictionEmbedder,
-                                                 VideoPredictionEmbedderWithEncoder)
     meter = Meter()
     with meter.stage("load"):
         svd_ms.weights.randomize = lambda engine, seed=0: load_ours(engine)  # the benchmark's weights instead
@@ -243,11 +237,13 @@ def _video_path(args):
 
 def worker_diffusers(args):
     import torch
-    from PIL import Image
     from diffusers import EulerDiscreteScheduler, StableVideoDiffusionPipeline
-    from diffusers.pipelines.stable_video_diffusion import pipeline_stable_video_diffusion as svd_module
+    from diffusers.pipelines.stable_video_diffusion import (
+        pipeline_stable_video_diffusion as svd_module,
+    )
     from diffusers.utils import export_to_video
     from omegaconf import OmegaConf
+    from PIL import Image
     from transformers import CLIPImageProcessor
     torch.set_num_threads(os.cpu_count())
     meter = Meter()
@@ -294,9 +290,9 @@ def worker_diffusers(args):
 
     def end_sampling_then_decode(*a, **k):
         t_end = time.perf_counter()
-        meter.stages["sampling"] = {"s": t_end - stamps[0], "peak_gb": _status_kb("VmHWM") * 1024 / 1e9,
+        meter.stages["sampling"] = {"s": t_end - stamps[0], "peak_gb": proc_status_kb("VmHWM") * 1024 / 1e9,
                                     "calls": 1}
-        meter.process_peak_kb = max(meter.process_peak_kb, _status_kb("VmHWM"))
+        meter.process_peak_kb = max(meter.process_peak_kb, proc_status_kb("VmHWM"))
         return decode(*a, **k)
     pipe.decode_latents = end_sampling_then_decode
 
@@ -326,11 +322,7 @@ WORKERS = {"ours-graph": lambda a: worker_ours(a, "graph"), "ours-pynative": lam
 # ---------------------------------------------------------------------------------- driver
 
 def available_gb():
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 1e6
-    return float("nan")
+    return meminfo_gb("MemAvailable")
 
 
 def run_worker(name, args):
@@ -342,17 +334,14 @@ def run_worker(name, args):
         waited += 30
     if available_gb() < need:
         return {"system": name, "error": f"not run: only {available_gb():.1f} GB available, {need:.0f} GB needed"}
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--frames", str(args.frames), "--size",
-           str(args.size), "--steps", str(args.steps), "--decode_chunk", str(args.decode_chunk or 0),
-           "--out_dir", args.out_dir]
-    env = dict(os.environ)
-    env.setdefault("GLOG_v", "3")
     print(f"[e2e] {name} ...", flush=True)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
-    results = [json.loads(ln[len("RESULT "):]) for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    proc = common.run_child("e2e", "--worker", name, "--frames", args.frames, "--size", args.size, "--steps",
+                            args.steps, "--decode_chunk", args.decode_chunk or 0, "--out_dir", args.out_dir,
+                            timeout=args.timeout)
+    results = results_of(proc.stdout)
     if proc.returncode != 0 or not results:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-12:])
+        tail = output_tail(proc, 12)
         killed = " (killed: out of memory?)" if proc.returncode in (-9, 137) else ""
         print(f"[e2e] {name} failed (exit {proc.returncode}){killed}:\n{tail}", flush=True)
         last = tail.splitlines()[-1] if tail else ""

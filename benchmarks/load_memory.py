@@ -28,28 +28,14 @@ import time
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REF_CANDIDATES = [os.environ.get("SVD_MS_REFERENCE", ""), os.path.join(os.path.dirname(REPO), "shared", "reference"),
-                  "/work/shared/reference"]
-
-
-def _ref_dir():
-    for d in REF_CANDIDATES:
-        if d and os.path.isdir(d):
-            return d
-    raise SystemExit("cannot find the shared reference folder (../shared/reference)")
-
-
-def _gb(n):
-    return f"{n / 1e9:.2f} GB"
+from benchmarks import common
+from benchmarks.common import REPO, proc_status_kb
+from benchmarks.common import gb as _gb
+from benchmarks.common import reference_dir as _ref_dir
 
 
 def _rss_anon() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) * 1024
-    return 0
+    return proc_status_kb("RssAnon") * 1024
 
 
 def child(config: str, path: str, load_dtype: str) -> None:
@@ -84,10 +70,8 @@ def child(config: str, path: str, load_dtype: str) -> None:
 
 
 def _measure(config, path, load_dtype):
-    cmd = [sys.executable, "-m", "benchmarks.load_memory", "--child", path, "--config", config,
-           "--load_dtype", load_dtype]
     env = dict(os.environ, GLOG_v="3", PYTHONWARNINGS="ignore")
-    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
+    r = common.run_child("load_memory", "--child", path, "--config", config, "--load_dtype", load_dtype, env=env)
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
     if r.returncode != 0 or not lines:
         tail = (r.stderr.strip().splitlines() or ["(no output)"])[-1]

@@ -5,18 +5,18 @@ one video of --clips chained clips, read the peak. The model's own memory is rep
 (the peak after building it), so the two numbers of interest are the growth per clip of the
 generation peak and of the result (earlier clips' frames stay on the host as float32).
 
-    python benchmarks/long_video.py                     # tiny untrained demo model, 1 vs 3 clips
-    python benchmarks/long_video.py --clips 1,3,6 --frames 14 --height 576 --width 1024 \
+    python -m benchmarks.long_video                     # tiny untrained demo model, 1 vs 3 clips
+    python -m benchmarks.long_video --clips 1,3,6 --frames 14 --height 576 --width 1024 \
         --config configs/svd.yaml --checkpoint checkpoints/svd.ckpt
 """
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchmarks import common
+from benchmarks.common import REPO
 
 
 def child(args) -> None:
@@ -59,8 +59,9 @@ def main() -> None:
         return
     rows = []
     for n in (int(x) for x in args.clips.split(",")):
-        cmd = [sys.executable, os.path.abspath(__file__), "--child", str(n)] + sys.argv[1:]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=REPO).stdout
+        out = common.run_child("long_video", "--child", n, *sys.argv[1:])
+        out.check_returncode()
+        out = out.stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
     mib = 1 << 20
     print(f"{args.frames} frames of {args.width}x{args.height} per clip, {args.steps} steps, "

@@ -8,8 +8,8 @@ times after one warm-up run that also pays graph compilation):
   guided         Euler with the config's guider (e.g. linear 1.0 -> 2.5), --steps steps
   lcm            the consistency sampler, --lcm_steps steps, AnimateLCM's guidance 1.0 -> 1.2
 
-    python benchmarks/sampling.py                                  # tiny reference model, 256x384, 5 frames
-    python benchmarks/sampling.py --config configs/svd_xt.yaml --checkpoint svd_xt.safetensors \\
+    python -m benchmarks.sampling                                  # tiny reference model, 256x384, 5 frames
+    python -m benchmarks.sampling --config configs/svd_xt.yaml --checkpoint svd_xt.safetensors \\
         --size 576x1024 --frames 25 --steps 25 --settings guided,unguided-1,lcm
 """
 import argparse
@@ -20,12 +20,12 @@ import time
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REFERENCE = os.path.join(REPO, "..", "shared", "reference")
+from benchmarks.common import reference_dir
 
 
 def sampler_configs(base, steps: int, lcm_steps: int):
     from omegaconf import OmegaConf
+
     from svd_ms.sampling_options import apply_sampling_options
     base = OmegaConf.to_container(base, resolve=True)
     euler = apply_sampling_options(base, sampler="euler")
@@ -40,8 +40,8 @@ def sampler_configs(base, steps: int, lcm_steps: int):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=os.path.join(REFERENCE, "tiny_svd.sgm.yaml"))
-    parser.add_argument("--checkpoint", default=os.path.join(REFERENCE, "tiny_svd.safetensors"))
+    parser.add_argument("--config", default=None, help="model config (default: the reference tiny_svd.sgm.yaml)")
+    parser.add_argument("--checkpoint", default=None, help="weights (default: the reference tiny_svd.safetensors)")
     parser.add_argument("--size", default="256x384", help="HxW")
     parser.add_argument("--frames", type=int, default=5)
     parser.add_argument("--steps", type=int, default=4)
@@ -51,8 +51,11 @@ def main(argv=None):
     parser.add_argument("--settings", default="guided-1,unguided-1,guided,lcm")
     parser.add_argument("--device_target", default="CPU")
     args = parser.parse_args(argv)
+    args.config = args.config or os.path.join(reference_dir(), "tiny_svd.sgm.yaml")
+    args.checkpoint = args.checkpoint or os.path.join(reference_dir(), "tiny_svd.safetensors")
 
     from omegaconf import OmegaConf
+
     from svd_ms.pipeline import SVDInferPipeline
     from svd_ms.runtime import setup_device
 

@@ -14,9 +14,9 @@ attention projections, adapters attached to the unallocated full-size UNet) adds
 file size (float32 down + up tensors); its FLOPs are counted as full fine-tuning's (the
 backward pass still runs through the frozen UNet; the adapters add under 1%).
 
-    python benchmarks/train_step.py                      # all variants, 4 frames at 128x192
-    python benchmarks/train_step.py --variants fp32 --frames 2 --height 64 --width 64
-    python benchmarks/train_step.py --json results.json
+    python -m benchmarks.train_step                      # all variants, 4 frames at 128x192
+    python -m benchmarks.train_step --variants fp32 --frames 2 --height 64 --width 64
+    python -m benchmarks.train_step --json results.json
 
 Not a test: it takes minutes.
 """
@@ -25,13 +25,13 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REF_CANDIDATES = [os.path.join(os.path.dirname(REPO), "shared", "reference"), "/work/shared/reference"]
+from benchmarks import common
+from benchmarks.common import REPO
+from benchmarks.common import reference_dir as _ref_dir
 
 VARIANTS = {
     "fp32": {"precision": "fp32"},
@@ -40,13 +40,6 @@ VARIANTS = {
     "fp32-recompute": {"precision": "fp32", "recompute": True},
     "fp16": {"precision": "fp16"},
 }
-
-
-def _ref_dir():
-    for d in REF_CANDIDATES:
-        if os.path.isdir(d):
-            return d
-    raise SystemExit("cannot find the shared reference folder (../shared/reference)")
 
 
 def _write_clips(folder, count, frames, height, width):
@@ -163,10 +156,9 @@ def main():
 
     results = {"measured_tiny": [], "projected_full_size_not_measured": []}
     for variant in args.variants:
-        cmd = [sys.executable, os.path.abspath(__file__), "--child", variant, "--frames", str(args.frames),
-               "--height", str(args.height), "--width", str(args.width), "--batch_size", str(args.batch_size),
-               "--warmup", str(args.warmup), "--steps", str(args.steps), "--lora_rank", str(args.lora_rank)]
-        res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+        res = common.run_child("train_step", "--child", variant, "--frames", args.frames, "--height", args.height,
+                               "--width", args.width, "--batch_size", args.batch_size, "--warmup", args.warmup,
+                               "--steps", args.steps, "--lora_rank", args.lora_rank)
         lines = [line for line in res.stdout.splitlines() if line.startswith("{")]
         if res.returncode != 0 or not lines:
             print(f"{variant}: failed\n{res.stderr[-2000:]}", file=sys.stderr)

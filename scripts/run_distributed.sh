@@ -17,7 +17,7 @@
 #                 --master_addr=192.168.1.10 --node_rank=1 -- <image_to_video.py flags>
 #   The image paths and --output_dir must be the same shared storage on every server.
 #
-# CPU, 2 workers on one machine (the same msrun command line tests/test_distributed.py builds):
+# CPU, 2 workers on one machine (the msrun command line tests/msrun_helpers.py builds for the tests):
 #   bash scripts/run_distributed.sh --worker_num=2 --local_worker_num=2 -- \
 #       --device_target=CPU --mode=1 --SVD.config=... --image=... --output_dir=...
 #

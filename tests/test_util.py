@@ -1,14 +1,18 @@
 """svd_ms.util: one config loader with one-line refusals, and config targets that cannot reach
 anything outside the allow-list, through the converter, the pipeline and train.py."""
-import os
 import sys
 
 import pytest
+from conftest import TINY_CONFIG, TINY_WEIGHTS
 from omegaconf import OmegaConf
 
-from conftest import TINY_CONFIG, TINY_WEIGHTS
 from svd_ms.errors import ConfigError
-from svd_ms.util import check_target, get_obj_from_str, instantiate_from_config, load_config
+from svd_ms.util import (
+    check_target,
+    get_obj_from_str,
+    instantiate_from_config,
+    load_config,
+)
 
 # A target that exists but is not allowed, and the standard ways of running code.
 EVIL = ["os.system", "subprocess.run", "builtins.exec", "svd_ms.checkpoint.load_checkpoint_into",
@@ -161,3 +165,26 @@ def test_train_refuses(tmp_path, where, tripwire, capsys):
     assert code == 1 and len(err.splitlines()) == 1 and evil in err and "not allowed" in err, err
     assert not tripwire.exists() and not (tmp_path / "run").exists()
     print(f"\ntrain.py ({where}): {err}")
+
+
+# ------------------------------------------------------------------------------------ small helpers
+
+def test_upstream_targets_resolve_to_this_package():
+    from svd_ms.util import resolve_target
+
+    assert resolve_target("sgm.modules.diffusionmodules.video_model.VideoUNet") == \
+        "svd_ms.modules.diffusionmodules.video_model.VideoUNet"
+    assert resolve_target("torch.nn.Identity") == "svd_ms.modules.layers.Identity"
+    assert resolve_target("svd_ms.models.diffusion.DiffusionEngine") == "svd_ms.models.diffusion.DiffusionEngine"
+
+
+def test_default_and_append_dims():
+    import numpy as np
+
+    from svd_ms.util import append_dims, default
+
+    assert default(None, 3) == 3 and default(0, 3) == 0
+    assert append_dims(np.zeros((2, 3)), 5).shape == (2, 3, 1, 1, 1)
+    assert append_dims(np.zeros((2,)), 1).shape == (2,)
+    with pytest.raises(ValueError, match="target_ndim"):
+        append_dims(np.zeros((2, 3)), 1)
