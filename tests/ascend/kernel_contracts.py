@@ -116,8 +116,12 @@ DOUBLES = {
 }
 
 
+def _ascend() -> str:
+    return "Ascend"
+
+
 def install(monkeypatch) -> None:
     """Force the policy to Ascend and replace every Ascend-only operation with its double."""
-    monkeypatch.setattr(policy, "device_target", lambda: "Ascend")
+    monkeypatch.setattr(policy, "device_target", _ascend)
     for name, double in DOUBLES.items():
         monkeypatch.setattr(ops, name, double)

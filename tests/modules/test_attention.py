@@ -99,3 +99,19 @@ def test_flash_falls_back_to_math_outside_the_kernel_shapes(on_ascend):
     out = scaled_dot_product_attention(Tensor(q), Tensor(k), Tensor(v), 2, "flash").asnumpy()
     math = scaled_dot_product_attention(Tensor(q), Tensor(k), Tensor(v), 2, "math").asnumpy()
     np.testing.assert_array_equal(out, math)
+
+
+def test_graph_mode_compiles_through_the_contract(on_ascend, monkeypatch):
+    """Graph mode checks the contract at compile time: the fix compiles; the old behaviour (q, k, v
+    handed over in float32) is refused there, as the kernel refuses it."""
+    from engine_fixtures import graph_mode
+    x = Tensor(np.random.default_rng(6).standard_normal((2, 8, 32)).astype(np.float32))
+    with graph_mode():
+        assert CrossAttention(32, heads=2, dim_head=16)(x).dtype == ms.float32
+        monkeypatch.setattr(policy, "flash_attention_dtype", _unchanged)
+        with pytest.raises(TypeError, match="float16 or bfloat16"):
+            CrossAttention(32, heads=2, dim_head=16)(x)
+
+
+def _unchanged(dtype):
+    return dtype
