@@ -66,7 +66,7 @@ def flash_attention_dtype(dtype):
     so float32 (amp_level O0) is rounded to float16 for the kernel and its output cast back.
 
     Why not the math path at O0: at 576x1024 the first UNet level's spatial attention has 9216
-    tokens; its float32 scores are 9216^2 x 4 B = 340 MB per head and frame, 47.5 GB per layer for
+    tokens; its float32 scores are 9216^2 x 4 B = 340 MB per head and frame, 47.6 GB per layer for
     14 frames x 2 (guidance) x 5 heads. The math path forms them in ATTENTION_CHUNK_BYTES pieces
     (1.7 GB each here, and as much again for the probabilities), and a compiled graph may keep all
     28 pieces alive (MindSpore 2.10's CPU graph kept every activation of a step, README
