@@ -56,3 +56,10 @@ def test_memory_figures_behind_the_flash_decision():
     assert chunk > attention.ATTENTION_CHUNK_BYTES and round(chunk / 1e9, 1) == 1.7
     assert round(14 * 2 * tokens * 320 * 2 / 1e6) == 165  # one float16 copy of q at level 1
     assert 2 * tokens > policy.FLASH_MAX_BATCH  # temporal attention batch: the kernel needs splitting
+
+
+def test_loss_scaling_on_by_default_where_gradients_pass_float16(monkeypatch):
+    assert policy.default_loss_scaling("fp16") and not policy.default_loss_scaling("bf16")
+    assert not policy.default_loss_scaling("fp32")  # CPU: every gradient float32
+    monkeypatch.setattr(policy, "device_target", lambda: "Ascend")
+    assert policy.default_loss_scaling("fp32"), "the fused attention kernel's gradients are float16 on Ascend"
