@@ -10,15 +10,17 @@ The checks use only static facts (dtypes, shapes, Python arguments), so they run
 folded at compile time, in graph mode.
 """
 import mindspore as ms
-from mindspore import ops
+from mindspore import mint, ops
 
 import svd_ms.policy as policy
 
 OPS_DEF = "mindspore/ops/operations/manually_defined/ops_def.py, flash_attention_score docstring"
 NN_FUNC = "mindspore/ops/function/nn_func.py, conv3d docstring"
+MINT_INTERPOLATE = "mindspore/mint/nn/functional.py, interpolate docstring (its platform table)"
 FLASH_LAYOUTS = ("BSH", "BNSD", "SBH", "BSND", "TND")
 
 _real_conv3d = ops.conv3d
+_real_interpolate = mint.nn.functional.interpolate
 _bmm_nt = ops.BatchMatMul(transpose_b=True)
 _bmm = ops.BatchMatMul()
 
@@ -109,10 +111,27 @@ def conv3d(input, weight, bias=None, stride=1, pad_mode="valid", padding=0, dila
     return ops.cast(y, ms.float16)
 
 
-# Every Ascend-only operation svd-ms calls, by its name in mindspore.ops, with its double.
+def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
+                recompute_scale_factor=None):
+    """mint.nn.functional.interpolate's table of supported arguments (MINT_INTERPOLATE), then the
+    CPU kernel. The table lists Ascend as the only device for every row."""
+    supported_dims = {"nearest": (3, 4, 5), "linear": (3,), "bilinear": (4,), "bicubic": (4,), "trilinear": (5,)}
+    # Raises: "`mode` is not in the list of supported modes", "`input.ndim` is not in the list of
+    # supported dimensions for the corresponding mode".
+    if mode not in supported_dims or input.ndim not in supported_dims[mode]:
+        raise ValueError(f"interpolate: mode '{mode}' on a {input.ndim}-D input is not in the table ({MINT_INTERPOLATE})")
+    # "Both `size` and `scale_factor` are not empty" / "are empty"; nearest has no align_corners ("-").
+    if (size is None) == (scale_factor is None) or (mode == "nearest" and align_corners is not None):
+        raise ValueError(f"interpolate: give exactly one of size and scale_factor; nearest takes no "
+                         f"align_corners ({MINT_INTERPOLATE})")
+    return _real_interpolate(input, size, scale_factor, mode, align_corners, recompute_scale_factor)
+
+
+# Every Ascend-only operation svd-ms calls, by its path under the mindspore package, with its double.
 DOUBLES = {
-    "flash_attention_score": flash_attention_score,
-    "conv3d": conv3d,
+    "ops.flash_attention_score": flash_attention_score,
+    "ops.conv3d": conv3d,
+    "mint.nn.functional.interpolate": interpolate,
 }
 
 
@@ -123,5 +142,8 @@ def _ascend() -> str:
 def install(monkeypatch) -> None:
     """Force the policy to Ascend and replace every Ascend-only operation with its double."""
     monkeypatch.setattr(policy, "device_target", _ascend)
-    for name, double in DOUBLES.items():
-        monkeypatch.setattr(ops, name, double)
+    for path, double in DOUBLES.items():
+        owner = ms
+        for attr in path.split(".")[:-1]:
+            owner = getattr(owner, attr)
+        monkeypatch.setattr(owner, path.split(".")[-1], double)

@@ -18,12 +18,21 @@ ROOTS = {"ops": ops, "mint": ms.mint}
 
 
 def _documented_platforms(obj) -> str:
-    match = re.search(r"Supported Platforms:\s*\n\s*(.*)", getattr(obj, "__doc__", None) or "")
-    return match.group(1) if match else ""
+    """The platforms a MindSpore docstring names: its "Supported Platforms:" line, or the device
+    column of a "Supported Platforms" table (mint's interpolate documents it per argument row)."""
+    doc = getattr(obj, "__doc__", None) or ""
+    match = re.search(r"Supported Platforms:\s*\n\s*(.*)", doc)
+    if not match:
+        return ""
+    if not match.group(1).startswith("+"):
+        return match.group(1)
+    table = doc[match.start():].split("\n\n")[1]  # the table, up to the first blank line
+    rows = [line.split("|") for line in table.splitlines() if line.strip().startswith("|")]
+    return " ".join(f"``{row[-2].strip()}``" for row in rows[1:])
 
 
 def _operation(node):
-    """'name' and the MindSpore object for an `ops.name` / `mint.a.b` attribute node, else None."""
+    """'ops.name' / 'mint.a.b' and the MindSpore object for such an attribute node, else None."""
     chain = []
     while isinstance(node, ast.Attribute):
         chain.append(node.attr)
@@ -33,7 +42,7 @@ def _operation(node):
     obj = ROOTS[node.id]
     for attr in reversed(chain):
         obj = getattr(obj, attr, None)
-    return (chain[0], obj) if obj is not None else None
+    return (".".join([node.id] + list(reversed(chain))), obj) if obj is not None else None
 
 
 def _ascend_policy_functions():
@@ -79,7 +88,7 @@ def _ascend_only_call_sites():
 def test_every_ascend_only_operation_has_a_double():
     sites = _ascend_only_call_sites()
     print("[ascend] Ascend-only call sites:", sites)
-    assert "flash_attention_score" in sites and "conv3d" in sites, "the walk must find the known call sites"
+    assert {"ops.flash_attention_score", "ops.conv3d"} <= set(sites), "the walk must find the known call sites"
     missing = {name: where for name, where in sites.items() if name not in kernel_contracts.DOUBLES}
     assert not missing, f"Ascend-only operations without a contract double: {missing}"
 
@@ -129,3 +138,13 @@ def test_conv3d_layer_on_ascend_matches_cpu(monkeypatch):
     assert got.dtype == ms.float32
     from conftest import assert_close
     assert_close("conv3d_on_ascend", got.asnumpy(), want, rel=2e-3)
+
+
+def test_interpolate_double_follows_the_documented_table():
+    x = Tensor(np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4))
+    y = kernel_contracts.interpolate(x, scale_factor=(2.0, 2.0), mode="nearest")
+    np.testing.assert_array_equal(y.asnumpy(), x.asnumpy().repeat(2, 2).repeat(2, 3))
+    with pytest.raises(ValueError, match="not in the table"):
+        kernel_contracts.interpolate(x, scale_factor=(2.0, 2.0), mode="trilinear")
+    with pytest.raises(ValueError, match="exactly one"):
+        kernel_contracts.interpolate(x, size=(8, 8), scale_factor=(2.0, 2.0))
