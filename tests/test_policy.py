@@ -63,3 +63,11 @@ def test_loss_scaling_on_by_default_where_gradients_pass_float16(monkeypatch):
     assert not policy.default_loss_scaling("fp32")  # CPU: every gradient float32
     monkeypatch.setattr(policy, "device_target", lambda: "Ascend")
     assert policy.default_loss_scaling("fp32"), "the fused attention kernel's gradients are float16 on Ascend"
+
+
+def test_ascend_compiles_and_lowers_conv3d(monkeypatch):
+    assert policy.default_execution_mode("Ascend") == policy.GRAPH_MODE
+    assert policy.default_execution_mode("CPU") == policy.PYNATIVE_MODE
+    assert not policy.conv3d_lacks_fp32()
+    monkeypatch.setattr(policy, "device_target", lambda: "Ascend")
+    assert policy.conv3d_lacks_fp32()
