@@ -119,6 +119,15 @@ def default_execution_mode(target: str) -> int:
     return PYNATIVE_MODE if target == "CPU" else GRAPH_MODE
 
 
+def ascend_op_precision_mode() -> Optional[str]:
+    """CANN's operator precision mode to set on Ascend, None elsewhere: 'must_keep_origin_dtype',
+    so that the float32 islands (FP32_ISLANDS) stay float32. MindSpore 2.10 defaults to it but calls
+    that default experimental (mindspore/device_context/ascend/op_precision.py, precision_mode);
+    under 'force_fp16', which earlier releases used on 910A-class devices, every operator with a
+    float16 kernel would run GroupNorm, softmax and the VAE in float16 without a word."""
+    return "must_keep_origin_dtype" if device_target() == "Ascend" else None
+
+
 def conv3d_lacks_fp32() -> bool:
     """Ascend 910-class devices have no fp32 Conv3D kernel: that single op runs in fp16 there."""
     return device_target() == "Ascend"

@@ -22,3 +22,17 @@ def test_setup_device_sets_the_cap_and_keeps_a_users_choice(monkeypatch):
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE")
     setup_device("CPU", mode=1)
     assert os.environ["ONEDNN_MAX_CPU_ISA"] == "AVX512_CORE"
+
+
+def test_ascend_keeps_operator_dtypes(monkeypatch):
+    """On Ascend the runtime settings pin CANN's operator precision mode to the dtypes the model
+    asks for (the float32 islands), whatever MindSpore's experimental default becomes."""
+    import mindspore as ms
+    from svd_ms.runtime.device import apply_runtime_settings
+    set_modes = []
+    monkeypatch.setattr(ms.device_context.ascend.op_precision, "precision_mode", set_modes.append)
+    apply_runtime_settings()
+    assert set_modes == [], "nothing to pin on a CPU host"
+    monkeypatch.setattr(policy, "device_target", lambda: "Ascend")
+    apply_runtime_settings()
+    assert set_modes == ["must_keep_origin_dtype"]
