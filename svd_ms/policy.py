@@ -122,9 +122,13 @@ def default_execution_mode(target: str) -> int:
 def ascend_op_precision_mode() -> Optional[str]:
     """CANN's operator precision mode to set on Ascend, None elsewhere: 'must_keep_origin_dtype',
     so that the float32 islands (FP32_ISLANDS) stay float32. MindSpore 2.10 defaults to it but calls
-    that default experimental (mindspore/device_context/ascend/op_precision.py, precision_mode);
-    under 'force_fp16', which earlier releases used on 910A-class devices, every operator with a
-    float16 kernel would run GroupNorm, softmax and the VAE in float16 without a word."""
+    that default experimental (mindspore/device_context/ascend/op_precision.py, precision_mode), and
+    releases up to 2.5 defaulted Atlas training-series (910A) devices to 'force_fp16' (their
+    precision_mode page), which runs every operator that has a float16 kernel in float16 without a
+    word: GroupNorm, softmax and the VAE included. The cost on a 910A: CANN runs a float32
+    operator that its AI Core implements in float16 only on the AI CPU, or refuses it (CANN's
+    precision_mode_v2 'origin'); the float32 VAE convolutions may do that there. 910B-class
+    devices have float32 kernels."""
     return "must_keep_origin_dtype" if device_target() == "Ascend" else None
 
 
