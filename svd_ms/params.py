@@ -57,7 +57,8 @@ class SVDParams:
         decode_chunk_size: frames the VAE decodes at once, at least 1; lower uses less memory
             (unset: all frames at once). The temporal decoder only mixes frames within a chunk.
         num_steps: sampling steps, 1 to 1000 (unset: the config's, 25 for the released models).
-        amp_level: mixed precision: O0 float32 everywhere, O2 float16 with float32 islands.
+        amp_level: mixed precision: O0 float32 everywhere, O2 float16 with float32 islands, auto the
+            device's default (O2 on Ascend, O0 elsewhere; svd_ms.policy.default_amp_level).
         attention: attention implementation: auto (flash on Ascend, math elsewhere), math or flash.
         ff_chunk_size: run feed-forward layers in chunks of this many tokens to save memory
             (unset: no chunking).
@@ -91,7 +92,7 @@ class SVDParams:
     noise_aug_strength: Optional[float] = None
     decode_chunk_size: Optional[int] = None
     num_steps: Optional[int] = None
-    amp_level: str = "O0"
+    amp_level: str = "auto"
     attention: str = "auto"
     ff_chunk_size: Optional[int] = None
     sampler: Optional[str] = None

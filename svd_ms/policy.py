@@ -10,8 +10,17 @@ from typing import Dict, Optional
 
 import mindspore as ms
 
-AMP_LEVELS = ("O0", "O2")
+# "auto": the device's default (default_amp_level); O0 float32; O2 float16 with float32 islands.
+AMP_LEVELS = ("auto", "O0", "O2")
 ATTENTION_CHOICES = ("auto", "math", "flash")
+
+# What MindSpore 2.10 documents for ops.flash_attention_score (its docstring in
+# mindspore/ops/operations/manually_defined/ops_def.py): "B: Batch size. Value range 1 to 2k",
+# "N1: Num heads of query. Value range 1 to 256", "D: Head size ... a multiple of 16, with the
+# max value of 512", "The supported dtype is float16 and bfloat16".
+FLASH_MAX_BATCH = 2048
+FLASH_MAX_HEADS = 256
+FLASH_HEAD_DIM_MULTIPLE, FLASH_MAX_HEAD_DIM = 16, 512
 
 
 def device_target() -> str:
@@ -34,24 +43,57 @@ def conv_implementation() -> str:
     return "native"
 
 
-def attention_implementation(requested: str = "auto") -> str:
+def attention_implementation(requested: str = "auto", device: Optional[str] = None) -> str:
     """'flash' (fused kernel, no N x N scores in memory) or 'math' (explicit fp32 softmax)."""
     if requested not in ATTENTION_CHOICES:
         raise ValueError(f"attention must be one of {ATTENTION_CHOICES}, got '{requested}'")
     if requested == "math":
         return "math"
-    on_ascend = device_target() == "Ascend"
+    on_ascend = (device or device_target()) == "Ascend"
     if requested == "flash" and not on_ascend:
         # The fused kernel exists only on Ascend; elsewhere the math path is the only path.
         return "math"
     return "flash" if on_ascend else "math"
 
 
-def compute_dtype(amp_level: str):
-    """Dtype of weights and of matmul/conv arithmetic in the UNet and the image embedder."""
+def flash_attention_fits(heads: int, head_dim: int) -> bool:
+    """Whether the fused kernel takes this head layout; other layouts run the math path."""
+    return 1 <= heads <= FLASH_MAX_HEADS and head_dim % FLASH_HEAD_DIM_MULTIPLE == 0 and head_dim <= FLASH_MAX_HEAD_DIM
+
+
+def flash_attention_dtype(dtype):
+    """The dtype q, k and v are handed to the fused kernel in. It takes float16 and bfloat16 only,
+    so float32 (amp_level O0) is rounded to float16 for the kernel and its output cast back.
+
+    Why not the math path at O0: at 576x1024 the first UNet level's spatial attention has 9216
+    tokens; its float32 scores are 9216^2 x 4 B = 340 MB per head and frame, 47.6 GB per layer for
+    14 frames x 2 (guidance) x 5 heads. The math path forms them in ATTENTION_CHUNK_BYTES pieces
+    (1.7 GB each here, and as much again for the probabilities), and a compiled graph may keep all
+    28 pieces alive (MindSpore 2.10's CPU graph kept every activation of a step, README
+    "Performance"): that does not fit a 32 or 64 GB NPU. The kernel keeps no score matrix; the
+    float16 copies of q, k and v cost 3 x 165 MB. The price: q, k, v and the output carry float16
+    rounding (2^-11 relative) at O0; attention="math" keeps them float32.
+    """
+    return dtype if dtype in (ms.float16, ms.bfloat16) else ms.float16
+
+
+def default_amp_level(device: Optional[str] = None) -> str:
+    """The precision that runs on the device. Ascend: O2 (float16 with float32 islands). mindone
+    documents its SVD pipeline on Ascend as float16 only (float32 runs out of memory, and the 910
+    has no float32 Conv3D kernel). Elsewhere O0 (float32)."""
+    return "O2" if (device or device_target()) == "Ascend" else "O0"
+
+
+def resolve_amp_level(amp_level: str, device: Optional[str] = None) -> str:
+    """'O0' or 'O2': the requested level, or the device's default for 'auto'."""
     if amp_level not in AMP_LEVELS:
         raise ValueError(f"amp_level must be one of {AMP_LEVELS}, got '{amp_level}'")
-    return ms.float16 if amp_level == "O2" else ms.float32
+    return default_amp_level(device) if amp_level == "auto" else amp_level
+
+
+def compute_dtype(amp_level: str):
+    """Dtype of weights and of matmul/conv arithmetic in the UNet and the image embedder."""
+    return ms.float16 if resolve_amp_level(amp_level) == "O2" else ms.float32
 
 
 GRAPH_MODE, PYNATIVE_MODE = 0, 1
@@ -77,6 +119,19 @@ def default_execution_mode(target: str) -> int:
     return PYNATIVE_MODE if target == "CPU" else GRAPH_MODE
 
 
+def ascend_op_precision_mode() -> Optional[str]:
+    """CANN's operator precision mode to set on Ascend, None elsewhere: 'must_keep_origin_dtype',
+    so that the float32 islands (FP32_ISLANDS) stay float32. MindSpore 2.10 defaults to it but calls
+    that default experimental (mindspore/device_context/ascend/op_precision.py, precision_mode), and
+    releases up to 2.5 defaulted Atlas training-series (910A) devices to 'force_fp16' (their
+    precision_mode page), which runs every operator that has a float16 kernel in float16 without a
+    word: GroupNorm, softmax and the VAE included. The cost on a 910A: CANN runs a float32
+    operator that its AI Core implements in float16 only on the AI CPU, or refuses it (CANN's
+    precision_mode_v2 'origin'); the float32 VAE convolutions may do that there. 910B-class
+    devices have float32 kernels."""
+    return "must_keep_origin_dtype" if device_target() == "Ascend" else None
+
+
 def conv3d_lacks_fp32() -> bool:
     """Ascend 910-class devices have no fp32 Conv3D kernel: that single op runs in fp16 there."""
     return device_target() == "Ascend"
@@ -96,16 +151,22 @@ FP32_ISLANDS: Dict[str, str] = {
 
 
 def describe(amp_level: str, attention: str = "auto", device: Optional[str] = None) -> Dict[str, str]:
-    """The effective choices for one run, for logs and sidecars."""
+    """The effective choices for one run, for logs and sidecars. `amp_level` is the resolved
+    level; `amp_level_requested` what was asked for ('auto': the device's default)."""
     device = device or device_target()
+    requested, amp_level = amp_level, resolve_amp_level(amp_level, device)
     dtype = "float16" if amp_level == "O2" else "float32"
+    implementation = attention_implementation(attention, device)
+    if implementation == "flash":
+        implementation += " (fused kernel; q, k, v in float16 for it, softmax float32 inside)"
     return {
         "device": device,
         "amp_level": amp_level,
+        "amp_level_requested": requested,
         "unet_and_clip_weights_and_matmuls": dtype,
         "fp32_islands": ", ".join(FP32_ISLANDS) if amp_level == "O2" else "everything is float32",
         "vae": "float32" + (" (Conv3d in float16: no fp32 kernel)" if device == "Ascend" else ""),
-        "attention": attention_implementation(attention),
+        "attention": implementation,
         "convolution": "gather + matmul" if conv_implementation() == "matmul" else "native kernels",
     }
 
@@ -134,5 +195,9 @@ def training_compute_dtype(precision: str):
 
 
 def default_loss_scaling(precision: str) -> bool:
-    """Dynamic loss scaling by default for fp16 only: bf16 has float32's exponent range."""
-    return precision == "fp16"
+    """Dynamic loss scaling by default for fp16 (bf16 has float32's exponent range), and for fp32
+    on Ascend: the fused attention kernel takes q, k, v in float16 there (flash_attention_dtype)
+    and hands back float16 gradients, where small ones flush unscaled (through the kernel's
+    contract double on the tiny model: a time_mixer gradient 3.3e-2 relative off unscaled, 7e-4
+    at the trainer's initial scale; tests/ascend/test_training_on_ascend.py)."""
+    return precision == "fp16" or (precision == "fp32" and device_target() == "Ascend")

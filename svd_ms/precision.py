@@ -1,5 +1,6 @@
 """Applying the precision policy (`svd_ms.policy`) to a built engine: which layers compute, and
 store their weights, in float16/bfloat16, and which stay float32."""
+import sys
 from typing import Dict
 
 import mindspore as ms
@@ -44,8 +45,14 @@ def apply_precision(engine, amp_level: str) -> Dict[str, str]:
     O0 leaves everything float32. O2 stores the UNet's and image tower's matmul/conv weights in
     float16 and runs those layers in float16; normalisations, softmax, embeddings, blends, the
     denoiser arithmetic, the sampler and the VAE stay float32 (policy.FP32_ISLANDS).
-    Returns {layer name: dtype} for every matmul/conv layer it decided on.
+    'auto' is the device's default (policy.default_amp_level), said on stderr where that is not
+    float32 (on Ascend). Returns {layer name: dtype} for every matmul/conv layer it decided on.
     """
+    level = policy.resolve_amp_level(amp_level)
+    if amp_level == "auto" and level != "O0":
+        print(f"precision: amp_level auto -> {level} on {policy.device_target()} "
+              f"({policy.describe(level)['unet_and_clip_weights_and_matmuls']} UNet and image encoder)",
+              file=sys.stderr, flush=True)
     dtype = policy.compute_dtype(amp_level)
     if dtype == ms.float32:
         return {}

@@ -117,3 +117,14 @@ def test_guard_stops_on_nan(o2_pipe, reference, monkeypatch):
                         lambda z, *a, **k: ops.fill(ms.float32, (5, 3, 256, 384), float("nan")))
     with pytest.raises(NonFiniteError, match=r"decoded frames"):
         o2_pipe(r["image"], latent_noise=r["randn"], cond_noise=r["cond_noise"])
+
+
+def test_auto_precision_is_o2_on_ascend(monkeypatch, capsys):
+    """The default amp_level ('auto') resolves to O2 where the device is Ascend, and says so."""
+    from ascend.kernel_contracts import install
+    install(monkeypatch)
+    pipe = tiny_pipeline()
+    assert pipe.params.amp_level == "auto"
+    lowered = [n for n, d in pipe.precision_decisions.items() if d == "float16"]
+    assert any(n.startswith("model.diffusion_model.") for n in lowered)
+    assert "amp_level auto -> O2 on Ascend" in capsys.readouterr().err

@@ -5,12 +5,9 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from .. import policy
+from ..runtime.budget import ATTENTION_CHUNK_BYTES  # the math attention's largest score tensor at once
 from .layers import GELU, Conv2d, GroupNorm, Identity, LayerNorm, Linear
 
-
-# Largest float32 score tensor (bytes) the math attention forms at once; larger problems are
-# processed in chunks of the batch axis (576x1024 frames need tens of GB otherwise).
-ATTENTION_CHUNK_BYTES = 1 << 30
 
 _bmm = ops.BatchMatMul()
 _bmm_nt = ops.BatchMatMul(transpose_b=True)
@@ -23,17 +20,35 @@ def _attention_core(q, k, v, scale):
     return _bmm(ops.cast(probs, v.dtype), v)
 
 
+def _flash_attention(q, k, v, heads: int, scale: float):
+    """The fused Ascend kernel on (B, N, heads*d) tensors, within its documented limits: q, k, v
+    in float16/bfloat16 (float32 is rounded for it, see policy.flash_attention_dtype) and at most
+    policy.FLASH_MAX_BATCH batch items per call (temporal attention at 576x1024 has 18432)."""
+    dtype = q.dtype
+    kernel_dtype = policy.flash_attention_dtype(dtype)
+    if kernel_dtype != dtype:
+        q, k, v = ops.cast(q, kernel_dtype), ops.cast(k, kernel_dtype), ops.cast(v, kernel_dtype)
+    b = q.shape[0]
+    step = policy.FLASH_MAX_BATCH
+    pieces = []
+    for start in range(0, b, step):
+        stop = min(b, start + step)
+        qs, ks, vs = (q, k, v) if (start, stop) == (0, b) else (q[start:stop], k[start:stop], v[start:stop])
+        pieces.append(ops.flash_attention_score(qs, ks, vs, heads, scalar_value=scale, input_layout="BSH"))
+    out = pieces[0] if len(pieces) == 1 else ops.cat(pieces, axis=0)
+    return out if kernel_dtype == dtype else ops.cast(out, dtype)
+
+
 def scaled_dot_product_attention(q, k, v, heads: int, implementation: str):
-    """Multi-head attention on (B, N, heads*d) tensors, returning (B, N, heads*d).
+    """Multi-head attention on (B, N, heads*d) tensors, returning (B, N, heads*d) in q's dtype.
 
     'math' forms the scores and the softmax in float32 whatever the input dtype; 'flash' is the
-    fused Ascend kernel, which never materialises the (N, N) score matrix.
+    fused Ascend kernel, which never materialises the (N, N) score matrix (head layouts the kernel
+    does not take run the math path).
     """
     b, n_q, inner = q.shape
     d = inner // heads
     scale = d ** -0.5
-    if implementation == "flash":
-        return ops.flash_attention_score(q, k, v, heads, scalar_value=scale, input_layout="BSH")
     n_kv = k.shape[1]
     if n_kv == 1:
         # One key (SVD's image-embedding context): the softmax is exactly 1, so every query gets
@@ -42,6 +57,8 @@ def scaled_dot_product_attention(q, k, v, heads: int, implementation: str):
         # attention layers on CPU (q/k gradients off by O(1) relative in the video UNet;
         # tests/test_training_loss.py fails without this).
         return ops.broadcast_to(v, (b, n_q, inner))
+    if implementation == "flash" and policy.flash_attention_fits(heads, d):
+        return _flash_attention(q, k, v, heads, scale)
     per_item = heads * n_q * n_kv * 4
     step = max(1, min(b, ATTENTION_CHUNK_BYTES // max(per_item, 1)))
     pieces = []

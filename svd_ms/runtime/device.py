@@ -63,6 +63,9 @@ def apply_runtime_settings() -> None:
         os.environ.setdefault("ONEDNN_MAX_CPU_ISA", isa_cap)
     if policy.pynative_launch_blocking():
         ms.runtime.launch_blocking()
+    op_precision = policy.ascend_op_precision_mode()
+    if op_precision is not None:
+        ms.device_context.ascend.op_precision.precision_mode(op_precision)
 
 
 def setup_device(device_target: Optional[str] = None, device_id: Optional[int] = None, mode: Optional[int] = None,

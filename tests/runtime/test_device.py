@@ -73,3 +73,17 @@ def test_msrun_workers_device_wins_over_the_flag(monkeypatch, capsys):
     assert chosen == [("GPU", 1)]
     assert "--device_id=0 ignored under msrun: this worker uses device 1" in capsys.readouterr().err
     setup_device("CPU", mode=1)  # back to the session's device settings
+
+
+def test_ascend_keeps_operator_dtypes(monkeypatch):
+    """On Ascend the runtime settings pin CANN's operator precision mode to the dtypes the model
+    asks for (the float32 islands), whatever MindSpore's experimental default becomes."""
+    import mindspore as ms
+    from svd_ms.runtime.device import apply_runtime_settings
+    set_modes = []
+    monkeypatch.setattr(ms.device_context.ascend.op_precision, "precision_mode", set_modes.append)
+    apply_runtime_settings()
+    assert set_modes == [], "nothing to pin on a CPU host"
+    monkeypatch.setattr(policy, "device_target", lambda: "Ascend")
+    apply_runtime_settings()
+    assert set_modes == ["must_keep_origin_dtype"]
