@@ -207,11 +207,12 @@ def preprocess_frames(images, size: int = IMAGE_SIZE, image_frame_ratio: Optiona
     arr_shape = np.array(images[-1]).shape
     centre = (arr_shape[0] // 2, arr_shape[1] // 2)
     boxes = np.array([_foreground_box(im) for im in images])
+    if not boxes[:, 2].any():
+        raise InputError("the input frames show no object (every pixel is background: white, or transparent)")
     left, top = boxes[:, 0].min(), boxes[:, 1].min()
     right, bottom = (boxes[:, 0] + boxes[:, 2]).max(), (boxes[:, 1] + boxes[:, 3]).max()
+    # An empty frame's box is (0, 0, 0, 0), which pulls the union to the corner: upstream's rule.
     half = int(max(centre[0] - left, centre[1] - top, right - centre[0], bottom - centre[1]))
-    if half <= 0:
-        raise InputError("the input frames show no object (every pixel is background)")
     x, y = max(0, centre[0] - half), max(0, centre[1] - half)
     w, h = min(arr_shape[0], 2 * half), min(arr_shape[1], 2 * half)
     box = 2 * half
