@@ -44,6 +44,13 @@ ENTRIES = {
 }
 
 
+def chunk_layout(model_config) -> Tuple[int, int]:
+    """(T frames, V views) of a chunk, from an SV4D 2.0 config's N_TIME and N_VIEW."""
+    if "N_TIME" not in model_config or "N_VIEW" not in model_config:
+        raise InputError("an SV4D 2.0 config sets N_TIME and N_VIEW (frames and views per chunk)")
+    return int(model_config.N_TIME), int(model_config.N_VIEW)
+
+
 def script_entry(num_views: int) -> ScriptEntry:
     """The settings upstream's script uses for a model making `num_views` novel views. The
     4-view entry's guider (LinearPredictionGuider) never receives its `min_cfg` (2.0), so 1.0
@@ -121,6 +128,8 @@ def read_frames(source, max_frames: Optional[int] = None) -> List:
     by name), a list of paths / PIL images / uint8 arrays, or a uint8 (N, H, W, 3|4) array.
     `max_frames` keeps the first frames only, as upstream's `n_frames` does."""
     from PIL import Image
+    if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1):
+        raise InputError(f"max_frames must be a positive integer, got {max_frames!r}")
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if os.path.isdir(path):

@@ -106,3 +106,14 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
         sv4d2.view_angles(4, sv4d2.script_entry(4), elevations_deg=[0, 1])
     with pytest.raises(InputError, match="4 or 8 views"):
         sv4d2.script_entry(6)
+
+
+def test_video_files_are_read_frame_by_frame(ref, tmp_path):
+    from pathlib import Path
+
+    from svd_ms import media
+    path = Path(tmp_path / "object.mp4")
+    media.write_video(np.repeat(np.repeat(ref["input_frames"], 2, axis=1), 2, axis=2), path, "mp4", 10)
+    images = sv4d2.read_frames(str(path))
+    assert len(images) == 8 and images[0].size == (160, 160)
+    assert len(sv4d2.read_frames(str(path), max_frames=5)) == 5

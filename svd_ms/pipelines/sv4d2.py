@@ -80,18 +80,21 @@ class SV4D2Pipeline:
     with the float32 islands of `svd_ms.policy`."""
 
     def __init__(self, config, weights: Optional[str] = None, amp_level: str = "O0"):
+        """weights: an upstream .safetensors or a converted .ckpt; None: random weights."""
         from ..checkpoint import load_checkpoint_into
         from ..precision import apply_precision
         cfg = load_config(config, require_model=True)
-        if "N_TIME" not in cfg or "N_VIEW" not in cfg:
-            raise InputError("an SV4D 2.0 config sets N_TIME and N_VIEW (frames and views per chunk)")
-        self.chunk_frames, self.num_views = int(cfg.N_TIME), int(cfg.N_VIEW)
+        self.chunk_frames, self.num_views = sv4d2.chunk_layout(cfg)
         self.entry = sv4d2.script_entry(self.num_views)
         self.engine = instantiate_from_config(cfg.model)
         if type(self.engine.model.diffusion_model).__name__ != "SpatialUNetModelWithTime":
             raise InputError("this config's network is not SV4D 2.0's SpatialUNetModelWithTime")
         if weights is not None:
             load_checkpoint_into(self.engine, weights)
+        else:  # an untrained model (demos, memory and speed checks)
+            from ..weights import randomize
+            randomize(self.engine, seed=0)
+        self.weights = weights
         self.amp_level = amp_level
         apply_precision(self.engine, amp_level)
         self.model_channels = self.engine.model.diffusion_model.model_channels
