@@ -96,7 +96,7 @@ class SV4D2Pipeline:
             randomize(self.engine, seed=0)
         self.weights = weights
         self.amp_level = amp_level
-        apply_precision(self.engine, amp_level)
+        self.precision_decisions = apply_precision(self.engine, amp_level)
         self.model_channels = self.engine.model.diffusion_model.model_channels
         self._steps = {}
 
