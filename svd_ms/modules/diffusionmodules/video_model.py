@@ -40,7 +40,68 @@ class VideoResBlock(ResBlock):
         return x.swapaxes(1, 2).reshape(bt, c, h, w)
 
 
-class VideoUNet(nn.Cell):
+class UNetBlocks(nn.Cell):
+    """The level layout shared by the video UNets (input blocks, middle block, output blocks with
+    skip connections), built from the model's own resblock / attention / sequence types."""
+
+    def build_blocks(self, sequential, resblock, attention_layer, in_channels, model_channels, num_res_blocks,
+                     attention_resolutions, channel_mult, transformer_depth, transformer_depth_middle, dims,
+                     conv_resample, resblock_updown, time_downup):
+        input_blocks = [sequential([conv_nd(dims, in_channels, model_channels, 3, padding=1)])]
+        input_block_chans = [model_channels]
+        ch = model_channels
+        ds = 1
+        for level, mult in enumerate(channel_mult):
+            for _ in range(num_res_blocks):
+                layers = [resblock(ch, mult * model_channels)]
+                ch = mult * model_channels
+                if ds in attention_resolutions:
+                    layers.append(attention_layer(ch, transformer_depth[level]))
+                input_blocks.append(sequential(layers))
+                input_block_chans.append(ch)
+            if level != len(channel_mult) - 1:
+                ds *= 2
+                down = (resblock(ch, ch, down=True) if resblock_updown
+                        else Downsample(ch, conv_resample, dims=dims, out_channels=ch, third_down=time_downup))
+                input_blocks.append(sequential([down]))
+                input_block_chans.append(ch)
+        self.input_blocks = nn.CellList(input_blocks)
+
+        self.middle_block = sequential([
+            resblock(ch, None), attention_layer(ch, transformer_depth_middle), resblock(ch, None)])
+
+        output_blocks = []
+        for level, mult in list(enumerate(channel_mult))[::-1]:
+            for i in range(num_res_blocks + 1):
+                skip_ch = input_block_chans.pop()
+                layers = [resblock(ch + skip_ch, model_channels * mult)]
+                ch = model_channels * mult
+                if ds in attention_resolutions:
+                    layers.append(attention_layer(ch, transformer_depth[level]))
+                if level and i == num_res_blocks:
+                    ds //= 2
+                    layers.append(resblock(ch, ch, up=True) if resblock_updown
+                                  else Upsample(ch, conv_resample, dims=dims, out_channels=ch, third_up=time_downup))
+                output_blocks.append(sequential(layers))
+        self.output_blocks = nn.CellList(output_blocks)
+
+    def run_blocks(self, x, emb, first, second, num_video_frames):
+        """Every block in order; each gets (features, emb, first, second, num_video_frames)."""
+        h = x
+        skips = ()
+        for module in self.input_blocks:
+            h = module(h, emb, first, second, num_video_frames)
+            skips = skips + (h,)
+        h = self.middle_block(h, emb, first, second, num_video_frames)
+        index = len(skips) - 1
+        for module in self.output_blocks:
+            h = ops.cat([h, ops.cast(skips[index], h.dtype)], axis=1)
+            h = module(h, emb, first, second, num_video_frames)
+            index -= 1
+        return h
+
+
+class VideoUNet(UNetBlocks):
     def __init__(self, in_channels: int, model_channels: int, out_channels: int, num_res_blocks: int,
                  attention_resolutions, dropout: float = 0.0, channel_mult=(1, 2, 4, 8), conv_resample: bool = True,
                  dims: int = 2, num_classes: Optional[Union[int, str]] = None, use_checkpoint: bool = False,
@@ -110,44 +171,10 @@ class VideoUNet(nn.Cell):
                                  merge_strategy=merge_strategy, merge_factor=merge_factor, out_channels=out_ch,
                                  dims=dims, use_scale_shift_norm=use_scale_shift_norm, down=down, up=up)
 
-        input_blocks = [TimestepEmbedSequential([conv_nd(dims, in_channels, model_channels, 3, padding=1)])]
-        input_block_chans = [model_channels]
-        ch = model_channels
-        ds = 1
-        for level, mult in enumerate(channel_mult):
-            for _ in range(num_res_blocks):
-                layers = [resblock(ch, mult * model_channels)]
-                ch = mult * model_channels
-                if ds in attention_resolutions:
-                    layers.append(attention_layer(ch, transformer_depth[level]))
-                input_blocks.append(TimestepEmbedSequential(layers))
-                input_block_chans.append(ch)
-            if level != len(channel_mult) - 1:
-                ds *= 2
-                down = (resblock(ch, ch, down=True) if resblock_updown
-                        else Downsample(ch, conv_resample, dims=dims, out_channels=ch, third_down=time_downup))
-                input_blocks.append(TimestepEmbedSequential([down]))
-                input_block_chans.append(ch)
-        self.input_blocks = nn.CellList(input_blocks)
-
-        self.middle_block = TimestepEmbedSequential([
-            resblock(ch, None), attention_layer(ch, transformer_depth_middle), resblock(ch, None)])
-
-        output_blocks = []
-        for level, mult in list(enumerate(channel_mult))[::-1]:
-            for i in range(num_res_blocks + 1):
-                skip_ch = input_block_chans.pop()
-                layers = [resblock(ch + skip_ch, model_channels * mult)]
-                ch = model_channels * mult
-                if ds in attention_resolutions:
-                    layers.append(attention_layer(ch, transformer_depth[level]))
-                if level and i == num_res_blocks:
-                    ds //= 2
-                    layers.append(resblock(ch, ch, up=True) if resblock_updown
-                                  else Upsample(ch, conv_resample, dims=dims, out_channels=ch, third_up=time_downup))
-                output_blocks.append(TimestepEmbedSequential(layers))
-        self.output_blocks = nn.CellList(output_blocks)
-
+        self.build_blocks(TimestepEmbedSequential, resblock, attention_layer, in_channels, model_channels,
+                          num_res_blocks, attention_resolutions, channel_mult, transformer_depth,
+                          transformer_depth_middle, dims, conv_resample, resblock_updown, time_downup)
+        ch = model_channels * channel_mult[0]
         self.out = nn.SequentialCell([normalization(ch), SiLU(),
                                       conv_nd(dims, model_channels, out_channels, 3, padding=1)])
 
@@ -157,18 +184,7 @@ class VideoUNet(nn.Cell):
         if self.label_emb is not None:
             emb = emb + ops.cast(self.label_emb(y), emb.dtype)
 
-        h = x
-        skips = ()
-        for module in self.input_blocks:
-            h = module(h, emb, context, image_only_indicator, num_video_frames)
-            skips = skips + (h,)
-        h = self.middle_block(h, emb, context, image_only_indicator, num_video_frames)
-        index = len(skips) - 1
-        for module in self.output_blocks:
-            h = ops.cat([h, ops.cast(skips[index], h.dtype)], axis=1)
-            h = module(h, emb, context, image_only_indicator, num_video_frames)
-            index -= 1
-        return self.out(h)
+        return self.out(self.run_blocks(x, emb, context, image_only_indicator, num_video_frames))
 
 
 # ---- SV4D 2.0 -------------------------------------------------------------------------------
@@ -207,7 +223,7 @@ class PostHocResBlockWithTime(ResBlock):
         return x.swapaxes(1, 2).reshape(bt, c, h, w)
 
 
-class SpatialUNetModelWithTime(nn.Cell):
+class SpatialUNetModelWithTime(UNetBlocks):
     """The SV4D 2.0 UNet: PostHocResBlockWithTime blocks and spatial/camera/motion transformers.
     Built for upstream's SV4D 2.0 settings (spatial transformers with motion attention, the
     AlphaBlender mixers, a 'sequential' vector embedding); other settings raise ValueError."""
@@ -270,42 +286,10 @@ class SpatialUNetModelWithTime(nn.Cell):
                                            use_scale_shift_norm=use_scale_shift_norm, down=down, up=up,
                                            time_mix_legacy=time_mix_legacy)
 
-        blocks = SpacetimeEmbedSequential
-        input_blocks = [blocks([conv_nd(dims, in_channels, model_channels, 3, padding=1)])]
-        input_block_chans = [model_channels]
-        ch = model_channels
-        ds = 1
-        for level, mult in enumerate(channel_mult):
-            for _ in range(num_res_blocks):
-                layers = [resblock(ch, mult * model_channels)]
-                ch = mult * model_channels
-                if ds in attention_resolutions:
-                    layers.append(attention_layer(ch, transformer_depth[level]))
-                input_blocks.append(blocks(layers))
-                input_block_chans.append(ch)
-            if level != len(channel_mult) - 1:
-                ds *= 2
-                down = (resblock(ch, ch, down=True) if resblock_updown
-                        else Downsample(ch, conv_resample, dims=dims, out_channels=ch, third_down=time_downup))
-                input_blocks.append(blocks([down]))
-                input_block_chans.append(ch)
-        self.input_blocks = nn.CellList(input_blocks)
-        self.middle_block = blocks([resblock(ch, None), attention_layer(ch, transformer_depth_middle),
-                                    resblock(ch, None)])
-        output_blocks = []
-        for level, mult in list(enumerate(channel_mult))[::-1]:
-            for i in range(num_res_blocks + 1):
-                skip_ch = input_block_chans.pop()
-                layers = [resblock(ch + skip_ch, model_channels * mult)]
-                ch = model_channels * mult
-                if ds in attention_resolutions:
-                    layers.append(attention_layer(ch, transformer_depth[level]))
-                if level and i == num_res_blocks:
-                    ds //= 2
-                    layers.append(resblock(ch, ch, up=True) if resblock_updown
-                                  else Upsample(ch, conv_resample, dims=dims, out_channels=ch, third_up=time_downup))
-                output_blocks.append(blocks(layers))
-        self.output_blocks = nn.CellList(output_blocks)
+        self.build_blocks(SpacetimeEmbedSequential, resblock, attention_layer, in_channels, model_channels,
+                          num_res_blocks, attention_resolutions, channel_mult, transformer_depth,
+                          transformer_depth_middle, dims, conv_resample, resblock_updown, time_downup)
+        ch = model_channels * channel_mult[0]
         self.out = nn.SequentialCell([normalization(ch), SiLU(),
                                       conv_nd(dims, model_channels, out_channels, 3, padding=1)])
 
@@ -315,15 +299,4 @@ class SpatialUNetModelWithTime(nn.Cell):
         nothing there and are not taken."""
         emb = self.time_embed(timestep_embedding(timesteps, self.model_channels))
         emb = emb + ops.cast(self.label_emb(y), emb.dtype)
-        h = x
-        skips = ()
-        for module in self.input_blocks:
-            h = module(h, emb, context, cond_view, num_video_frames)
-            skips = skips + (h,)
-        h = self.middle_block(h, emb, context, cond_view, num_video_frames)
-        index = len(skips) - 1
-        for module in self.output_blocks:
-            h = ops.cat([h, ops.cast(skips[index], h.dtype)], axis=1)
-            h = module(h, emb, context, cond_view, num_video_frames)
-            index -= 1
-        return self.out(h)
+        return self.out(self.run_blocks(x, emb, context, cond_view, num_video_frames))
