@@ -158,3 +158,23 @@ def test_o2_matches_upstream_within_the_fp16_bounds(ref):
                    noise=[recorded_noise(ref, 0), recorded_noise(ref, 1)])
     assert np.isfinite(out.chunks[-1].latents).all()
     assert_close("video_O2", out.views / 255.0, ref["video"] / 255.0, max_abs=0.1, mean_abs=1e-2)
+
+
+def test_eight_view_layout_samples_complete_videos(ref, tmp_path):
+    """The tiny model in sv4d2_8views.yaml's layout (8 views, no 3-D attention, the
+    spatiotemporal guider): 7 input frames, which upstream's 8-view loop would cut to 5."""
+    from omegaconf import OmegaConf
+
+    from svd_ms.pipelines.sv4d2 import SV4D2Pipeline
+    cfg = OmegaConf.load(CONFIG)
+    cfg.N_VIEW, cfg.N_FRAMES = 8, 40
+    cfg.model.params.network_config.params.use_3d_attention = False
+    pipe = SV4D2Pipeline(cfg, WEIGHTS)
+    assert type(pipe._step(None).guider).__name__ == "SpatiotemporalPredictionGuider"
+    assert pipe._step(None).guider.frame_scales.shape == (40,)
+    with graph_mode():
+        out = pipe(ref["input_frames"][:7], num_steps=1, size=SIZE, seed=3)
+    assert out.settings["chunk_starts"] == [0, 2]
+    assert out.views.shape == (8, 7, SIZE, SIZE, 3)
+    assert out.angles["azimuths_deg"].tolist() == [0, 30, 75, 120, 165, 210, 255, 300, 330]
+    assert all(np.ptp(out.views[v, t]) > 0 for v in range(8) for t in range(7))
