@@ -138,6 +138,8 @@ class SV4D2Pipeline:
         n = len(processed)
         padded = sv4d2.pad_to_chunk(processed, self.chunk_frames)
         starts = sv4d2.chunk_starts(len(padded), self.chunk_frames)
+        if noise is not None and seed is not None:
+            raise InputError("give seed or noise (recorded draws), not both")
         if noise is not None and len(noise) != len(starts):
             raise InputError(f"noise: {len(starts)} chunks need {len(starts)} sets of draws, got {len(noise)}")
         seed = None if noise is not None else resolve_seed(seed)
@@ -159,7 +161,8 @@ class SV4D2Pipeline:
             views = np.clip((chunk.decoded + 1.0) / 2.0, 0.0, 1.0) * 2.0 - 1.0
             made[chunk.frames] = views.reshape((self.chunk_frames, self.num_views) + views.shape[1:])
             done[chunk.frames] = True
-        assert done.all(), "the chunk schedule left frames out"
+        if not done.all():
+            raise RuntimeError("the chunk schedule left frames out")
         videos = np.stack([sv4d2.to_video_uint8(made[:n, v]) for v in range(self.num_views)])
         settings = dict(num_steps=num_steps, size=size, image_frame_ratio=image_frame_ratio,
                         keep_background=keep_background, encoding_t=encoding_t, decoding_t=decoding_t,

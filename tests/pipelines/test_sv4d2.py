@@ -131,6 +131,8 @@ def test_seeded_runs_repeat_and_bad_inputs_are_refused(pipe, ref):
         pipe(frames, num_steps=1, size=SIZE, noise=[{}, {}])
     with pytest.raises(InputError, match="noise\\['latents'\\] must have shape"):
         pipe(frames, num_steps=1, size=SIZE, noise=[dict(recorded_noise(ref, 0), latents=np.zeros(3))])
+    with pytest.raises(InputError, match="seed or noise"):
+        pipe(frames, num_steps=1, size=SIZE, seed=1, noise=[recorded_noise(ref, 0)])
     with pytest.raises(InputError, match="num_steps must be a positive integer"):
         pipe(frames, num_steps=0, size=SIZE)
     with pytest.raises(InputError, match="azimuths_deg: give 5 numbers"):
