@@ -158,6 +158,24 @@ class TrapezoidPredictionGuider(LinearPredictionGuider):
         self.set_frame_scales(np.concatenate([rise, np.ones(num_frames - 2 * edge, np.float32), rise[::-1]]))
 
 
+class SpatiotemporalPredictionGuider(LinearPredictionGuider):
+    """SV4D 2.0's scale over the T*V images of a chunk (t-major): half a linear rise over the
+    frames plus half a triangle wave over the views, mapped onto [min_scale, max_scale]."""
+
+    def __init__(self, max_scale: float, num_frames: int, num_views: int = 1, min_scale: float = 1.0,
+                 additional_cond_keys: Optional[Union[List[str], str]] = None):
+        super().__init__(max_scale, num_frames, min_scale, additional_cond_keys)
+        if num_views < 1 or num_frames % num_views:
+            raise ConfigError(f"num_frames ({num_frames}) must be a multiple of num_views ({num_views})")
+        frames = num_frames // num_views
+        half = np.float32(0.5)
+        over_frames = (torch_linspace(0.0, 1.0, frames)[:, None] * half).astype(np.float32)
+        over_views = (triangle_wave(torch_linspace(0.0, 1.0, num_views), 1.0)[None, :] * half).astype(np.float32)
+        scale = (np.zeros((frames, num_views), np.float32) + over_frames + over_views).astype(np.float32).ravel()
+        self.num_views = num_views
+        self.set_frame_scales(scale * np.float32(max_scale - min_scale) + np.float32(min_scale))
+
+
 def skip_unused_copies(guider: Guider) -> Guider:
     """The guider a denoiser step should run: an IdentityGuider (one copy, conditional batch only)
     when `guider` would return the conditional prediction anyway, else `guider` itself."""

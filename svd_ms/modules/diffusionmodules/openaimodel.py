@@ -150,3 +150,16 @@ class ResBlock(nn.Cell):
             else:
                 h = self.out_layers(h + emb_out)
         return self.skip_connection(x) + h
+
+
+class SpacetimeEmbedSequential(nn.SequentialCell):
+    """The SV4D 2.0 counterpart of TimestepEmbedSequential: its blocks (`is_spacetime_block`)
+    receive the embedding, the image context, the view conditioning and the frame count."""
+
+    def construct(self, x, emb, context, cond_view, num_video_frames):
+        for layer in self.cell_list:
+            if getattr(layer, "is_spacetime_block", False):
+                x = layer(x, emb, context, cond_view, num_video_frames)
+            else:
+                x = layer(x)
+        return x

@@ -94,25 +94,50 @@ class ConcatTimestepEmbedderND(AbstractEmbModel):
 
 
 class VideoPredictionEmbedderWithEncoder(AbstractEmbModel):
-    """Encodes the (noise-augmented) conditioning frame with the VAE into the latent that is
-    concatenated to the UNet input."""
+    """Encodes conditioning frames with the VAE into latents (concatenated to the UNet input, or
+    SV4D 2.0's view and motion conditioning).
+
+    With a `sigma_sampler_config` (SV4D 2.0) the frames get noise times the sampled sigma first
+    (ZeroSampler: 1e-5, so a small draw is made even though it barely matters), and with a
+    `sigma_cond_config` the embedding of that sigma is returned too, one row per frame."""
 
     def __init__(self, n_cond_frames: int, n_copies: int, encoder_config: Dict, sigma_sampler_config=None,
                  sigma_cond_config=None, is_ae: bool = False, scale_factor: float = 1.0,
                  disable_encoder_autocast: bool = False, en_and_decode_n_samples_a_time: Optional[int] = None):
         super().__init__()
-        if sigma_sampler_config is not None or sigma_cond_config is not None:
-            raise ValueError("VideoPredictionEmbedderWithEncoder: sigma sampler/cond configs are not supported")
         self.n_cond_frames = n_cond_frames
         self.n_copies = n_copies
         self.encoder = instantiate_from_config(encoder_config)
+        self.sigma_sampler = instantiate_from_config(sigma_sampler_config) if sigma_sampler_config else None
+        self.sigma_cond = instantiate_from_config(sigma_cond_config) if sigma_cond_config else None
         self.is_ae = is_ae
         self.scale_factor = scale_factor
         self.en_and_decode_n_samples_a_time = en_and_decode_n_samples_a_time
 
-    def embed(self, video):
+    @property
+    def draws_noise(self) -> bool:
+        return self.sigma_sampler is not None
+
+    def embed(self, video, noise=None):
+        """`noise`: with a sigma sampler, the frame noise (an array shaped like `video`) or a
+        numpy Generator to draw it from (None: fresh entropy)."""
         video = ops.cast(_as_tensor(video), ms.float32)
         n = video.shape[0]
+        sigma_cond = None
+        if self.sigma_sampler is not None:
+            b = n // self.n_cond_frames
+            sigmas = self.sigma_sampler(b)
+            if self.sigma_cond is not None:
+                repeats = self.n_copies if self.n_cond_frames == 1 else self.n_cond_frames
+                sigma_cond = ops.repeat_interleave(self.sigma_cond.embed(sigmas), repeats, 0)
+            if noise is None or isinstance(noise, np.random.Generator):
+                rng = noise if noise is not None else np.random.default_rng()
+                noise = rng.standard_normal(tuple(video.shape)).astype(np.float32)
+            noise = _as_tensor(noise).astype(ms.float32)
+            if tuple(noise.shape) != tuple(video.shape):
+                raise ValueError(f"frame noise of shape {tuple(noise.shape)} for frames {tuple(video.shape)}")
+            sigmas = ops.repeat_interleave(sigmas, self.n_cond_frames, 0).reshape(-1, 1, 1, 1)
+            video = video + noise * sigmas
         per_round = self.en_and_decode_n_samples_a_time or n
         outs = []
         for start in range(0, n, per_round):
@@ -123,7 +148,7 @@ class VideoPredictionEmbedderWithEncoder(AbstractEmbModel):
             _, c, h, w = z.shape
             z = z.reshape(-1, self.n_cond_frames * c, h, w)
             z = ops.repeat_interleave(z, self.n_copies, 0)
-        return z
+        return z if sigma_cond is None else (z, sigma_cond)
 
 
 class GeneralConditioner(nn.Cell):
@@ -150,33 +175,48 @@ class GeneralConditioner(nn.Cell):
     def input_keys(self) -> List[str]:
         return [e.input_key for e in self.embedders]
 
-    def embed_batch(self, batch: Dict, force_zero_embeddings: Optional[List[str]] = None) -> Dict[str, Tensor]:
+    # SV4D 2.0's view and motion latents keep their own keys instead of joining `concat`.
+    OWN_KEYS = ("cond_view", "cond_motion")
+
+    def _collect(self, out: Dict, embedder, emb, zero: bool) -> None:
+        for part in emb if isinstance(emb, tuple) else (emb,):
+            kind = embedder.input_key if embedder.input_key in self.OWN_KEYS else self.OUTPUT_DIM2KEYS[part.ndim]
+            if zero:
+                part = ops.zeros_like(part)
+            out[kind] = ops.cat((out[kind], part), self.KEY2CATDIM.get(kind, 0)) if kind in out else part
+
+    @staticmethod
+    def _embed(embedder, value, noise):
+        if noise is not None and getattr(embedder, "draws_noise", False):
+            return embedder.embed(value, noise.get(embedder.input_key))
+        return embedder.embed(value)
+
+    def embed_batch(self, batch: Dict, force_zero_embeddings: Optional[List[str]] = None,
+                    noise: Optional[Dict] = None) -> Dict[str, Tensor]:
         force_zero_embeddings = force_zero_embeddings or []
         output: Dict[str, Tensor] = {}
         for embedder in self.embedders:
-            emb = embedder.embed(batch[embedder.input_key])
-            key = self.OUTPUT_DIM2KEYS[emb.ndim]
-            if embedder.input_key in force_zero_embeddings:
-                emb = ops.zeros_like(emb)
-            output[key] = ops.cat((output[key], emb), self.KEY2CATDIM[key]) if key in output else emb
+            emb = self._embed(embedder, batch[embedder.input_key], noise)
+            self._collect(output, embedder, emb, embedder.input_key in force_zero_embeddings)
         return output
 
     def get_unconditional_conditioning(self, batch_c: Dict, batch_uc: Optional[Dict] = None,
                                        force_uc_zero_embeddings: Optional[List[str]] = None,
-                                       force_cond_zero_embeddings: Optional[List[str]] = None):
+                                       force_cond_zero_embeddings: Optional[List[str]] = None,
+                                       noise: Optional[Dict] = None):
+        """`noise`: {input_key: frame noise or Generator} for embedders that draw noise (the
+        conditional pass; a zeroed unconditional embedding does not depend on its draw)."""
         batch_uc = batch_c if batch_uc is None else batch_uc
         zero_c = set(force_cond_zero_embeddings or [])
         zero_uc = set(force_uc_zero_embeddings or [])
         c, uc = {}, {}
         for embedder in self.embedders:
             key = embedder.input_key
-            emb_c = embedder.embed(batch_c[key])
+            emb_c = self._embed(embedder, batch_c[key], noise)
             # Upstream embeds the unconditional batch a second time; when it holds the very same
-            # input, that second CLIP / VAE-encoder pass gives the same tensor, so it is reused.
-            emb_uc = emb_c if batch_uc[key] is batch_c[key] else embedder.embed(batch_uc[key])
-            for out, emb, zero in ((c, emb_c, zero_c), (uc, emb_uc, zero_uc)):
-                kind = self.OUTPUT_DIM2KEYS[emb.ndim]
-                if key in zero:
-                    emb = ops.zeros_like(emb)
-                out[kind] = ops.cat((out[kind], emb), self.KEY2CATDIM[kind]) if kind in out else emb
+            # input (or the result is zeroed anyway), the first pass serves it.
+            same = batch_uc[key] is batch_c[key] or key in zero_uc
+            emb_uc = emb_c if same else self._embed(embedder, batch_uc[key], None)
+            self._collect(c, embedder, emb_c, key in zero_c)
+            self._collect(uc, embedder, emb_uc, key in zero_uc)
         return c, uc

@@ -95,3 +95,24 @@ def test_skip_unused_copies(guider, skipped):
     assert (step_guider.num_copies == 1) == skipped
     assert (step_guider is guider) == (not skipped or guider.num_copies == 1)
     assert step_guider.unguided == skipped
+
+
+def test_spatiotemporal_scale_over_frames_and_views():
+    """SV4D 2.0's 8-view guider: half a rise over the frames plus half a triangle over the views.
+    T=2, V=3 by hand: frames [0, .5], views [0, .5, 0] -> [[0, .5, 0], [.5, 1, .5]] on [1.5, 2.5]."""
+    guider = instantiate_from_config({"target": "sgm.modules.diffusionmodules.guiders.SpatiotemporalPredictionGuider",
+                                      "params": {"max_scale": 2.5, "min_scale": 1.5, "num_frames": 6,
+                                                 "num_views": 3}})
+    assert guider.frame_scales.tolist() == [1.5, 2.0, 1.5, 2.0, 2.5, 2.0]
+    x = np.concatenate([np.zeros((6, 1), np.float32), np.ones((6, 1), np.float32)])
+    assert np.allclose(guider(Tensor(x), None).asnumpy().ravel(), guider.frame_scales)
+    with pytest.raises(ConfigError, match="multiple of num_views"):
+        G.SpatiotemporalPredictionGuider(2.0, num_frames=7, num_views=3)
+
+
+def test_sv4d2_four_view_scale_equals_upstream_run():
+    """The 4-view script's LinearPredictionGuider over the 20 images of a tiny_sv4d2 chunk."""
+    recorded = np.load(os.path.join(REFERENCE, "tiny_sv4d2.reference.npz"))["guidance_scale"]
+    guider = G.LinearPredictionGuider(2.0, num_frames=20, additional_cond_keys=["cond_view", "cond_motion"])
+    assert np.array_equal(guider.frame_scales, recorded)
+    assert guider.guided_keys[-2:] == ("cond_view", "cond_motion")
