@@ -192,5 +192,19 @@ class SVDParams:
         return all(getattr(self, f) == getattr(other, f) for f in MODEL_FIELDS)
 
     def to_dict(self) -> Dict[str, Any]:
-        return {f.name: getattr(self, f.name) if not isinstance(getattr(self, f.name), dict) else "<dict>"
-                for f in dataclasses.fields(self)}
+        """Every field as the value it has, JSON-able (dicts and lists included), such that
+        `SVDParams(**p.to_dict()) == p`: records and resume checks compare these values."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _plain(value):
+    """`value` as plain JSON types: dicts with str keys, lists, paths as str, numpy as Python."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return value.item()
+    return value

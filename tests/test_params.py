@@ -44,3 +44,18 @@ def test_replace_revalidates_and_rejects_unknown_fields():
 def test_absurd_step_count_is_refused_before_anything_is_built():
     with pytest.raises(ParamError, match="num_steps"):
         SVDParams(config=TINY_CONFIG, num_steps=1_000_000_000)
+
+
+def test_to_dict_writes_dict_fields_as_their_values():
+    """Dict fields (sampler_params) were written as the string "<dict>", so a rerun with other
+    sampler parameters looked like the same settings; every value must come out as it is."""
+    import json
+
+    params = SVDParams(config=TINY_CONFIG, sampler="euler", sampler_params={"s_churn": 1.0, "s_noise": 1.003})
+    record = params.to_dict()
+    assert record["sampler_params"] == {"s_churn": 1.0, "s_noise": 1.003}
+    assert "<dict>" not in json.dumps(record)
+    assert json.loads(json.dumps(record)) == record
+    assert SVDParams(**record) == params
+    other = params.replace(sampler_params={"s_churn": 2.0, "s_noise": 1.003})
+    assert other.to_dict() != record
