@@ -38,8 +38,9 @@ import numpy as np
 
 from . import sv3d
 from .errors import ImageError, InputError, SVDError, UsageError, one_line
-from .media import (VIDEO_EXTS, VIDEO_FORMATS, is_temporary, load_image, load_video, probe_video, remove_path,
-                    resolve_images, temporary_name, to_uint8, write_json, write_video)
+from .media import (VIDEO_EXTS, VIDEO_FORMATS, is_temporary, probe_video, remove_path, resolve_images,
+                    temporary_name, to_uint8, write_json, write_video)
+from .preparation import load_image, load_video, prepare_input
 from .params import SVDParams
 from .util import load_config
 from .runtime import Cluster, PeakMemory, format_bytes, versions
@@ -339,16 +340,9 @@ class BatchJob:
     def load_input(self, path: str):
         """One input image prepared for this model: (uint8 HxWx3, info, warnings)."""
         s = self.settings
-        if not self.orbit:
-            return load_image(path, s.height, s.width)
-        size = s.height or s.width or sv3d.IMAGE_SIZE
-        try:
-            prepared = sv3d.prepare_image(path, size, s.image_frame_ratio, s.keep_background)
-        except InputError as exc:
-            raise ImageError(str(exc) if path in str(exc) else f"{path!r}: {exc}") from None
-        info = {"path": os.path.abspath(path), "size": [size, size],
-                "preprocessing": "SV3D: " + ("centre square" if s.keep_background else "object recentred on white")}
-        return np.asarray(prepared, np.uint8), info, []
+        prepared = prepare_input(path, orbit=self.orbit, height=s.height, width=s.width,
+                                 keep_background=s.keep_background, image_frame_ratio=s.image_frame_ratio)
+        return prepared.pixels, prepared.info, prepared.warnings
         self.condition_image: Optional[str] = None  # video-to-video: the --image of every video
 
     # ---- settings that make a video what it is -------------------------------------------------

@@ -1,6 +1,6 @@
 """Checks on what a visitor uploads: a size limit in bytes (read from the file system, before a
 byte is decoded), a limit in pixels (read from the image header, before decoding, so that a
-decompression bomb is refused), then the CLI's own reader (`media.open_image`: EXIF, alpha on
+decompression bomb is refused), then the CLI's own reader (`preparation.open_image`: EXIF, alpha on
 white, corrupt files named). Messages name the file as the visitor called it, never the server's
 temporary path."""
 import os
@@ -10,7 +10,8 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from ..errors import ImageError, ParamError
-from ..media import MAX_INPUT_PIXELS, open_image, prepare_image
+from ..media import MAX_INPUT_PIXELS
+from ..preparation import open_image, prepare_image
 
 DEFAULT_MAX_BYTES = 20 * 2**20
 # 4096 x 4096: far above the 1024 x 576 the models were trained at, far below what a bomb unpacks to.
@@ -58,7 +59,7 @@ def check_upload(path: str, limits: UploadLimits, name: Optional[str] = None) ->
 
 def prepare_upload(img, info: Dict[str, Any], height: Optional[int], width: Optional[int],
                    name: str) -> Tuple[np.ndarray, Dict[str, Any], list]:
-    """The conditioning frame, sized exactly as the CLI sizes it (`media.prepare_image`)."""
+    """The conditioning frame, sized exactly as the CLI sizes it (`preparation.prepare_image`)."""
     for side, value in (("height", height), ("width", width)):
         if value is not None and (value < 64 or value % 64):
             raise ParamError(side, f"{side}={value} must be a multiple of 64 (64, 128, ..., 1024): the model's "
