@@ -1,5 +1,7 @@
-"""The whole image-to-video run vs upstream: guided denoiser step, sampled latents, decoded
-frames and the video, in graph mode (the sampling loop reuses one compiled denoiser step)."""
+"""svd_ms.pipelines.image_to_video: the whole image-to-video run vs upstream (guided denoiser step,
+sampled latents, decoded frames and the video, in graph mode: the sampling loop reuses one
+compiled denoiser step), and the public contract: per-call settings, step callback, several
+videos, latents now and decoding later, what a one-clip run refuses."""
 import numpy as np
 import pytest
 from mindspore import Tensor
@@ -88,3 +90,24 @@ def test_model_fields_cannot_change_per_call(pipe, reference):
         pipe.generate(_small_image(reference), seed=1, amp_level="O2", **SMALL)
     with pytest.raises(ParamError, match="fps"):
         pipe.generate(_small_image(reference), seed=1, fps=0, **SMALL)
+
+
+def test_the_typed_pipeline_is_what_generate_runs(pipe, reference):
+    from types import SimpleNamespace
+
+    from svd_ms.errors import ConfigError, ParamError
+    from svd_ms.pipelines import ImageToVideoPipeline
+
+    typed = ImageToVideoPipeline(pipe.components)
+    direct = typed(_small_image(reference), seed=7, **SMALL)
+    via_generate = pipe.generate(_small_image(reference), seed=7, **SMALL)
+    diff = np.abs(direct.video - via_generate.video).max()
+    print(f"ImageToVideoPipeline vs generate: max_abs={diff:.2e} | bound 2e-4")
+    assert diff <= 2e-4 and direct.seed == 7 and direct.input["input"] == "float array"
+    with pytest.raises(ParamError, match="num_clips=2: image-to-video makes one clip"):
+        typed(_small_image(reference), seed=1, num_clips=2, **SMALL)
+    with pytest.raises(ParamError, match="unknown parameter.*elevations_deg"):
+        typed(_small_image(reference), seed=1, elevations_deg=10.0)  # no camera in this pipeline
+    orbit_model = SimpleNamespace(orbit=True, params=SimpleNamespace(config="sv3d_u.yaml"))
+    with pytest.raises(ConfigError, match="SV3D orbit model: use OrbitPipeline"):
+        ImageToVideoPipeline(orbit_model)(_small_image(reference))
