@@ -22,8 +22,9 @@ The rules, chosen by upstream's `scripts/sampling/simple_video_sample.py` (sgm):
   resize, as upstream's SVD branch does (Pillow's default filter there); pictures above
   MAX_AUTO_PIXELS are scaled down; --width/--height scale the picture to cover that size (LANCZOS
   when shrinking, bicubic when enlarging) and cut the centre, the rule training data follows too.
-Arrays of uint8 HxWx3 are pixels already decoded and follow the plain rule (a prepared picture
-passes unchanged); float arrays in [-1, 1] are model input and are taken as they are.
+Arrays of uint8 HxWx3 are pixels already decoded (what the command line hands the pipeline) and
+float arrays in [-1, 1] are model input: both are taken as they are; given height/width, pixels
+are sized by the plain rule. Paths, PIL images and HxWx4 arrays follow the rules above.
 """
 import math
 import os
@@ -261,27 +262,33 @@ def prepare_input(image, *, orbit: bool = False, height: Optional[int] = None, w
 
 
 def _prepare(image, name: str, orbit: bool, height, width, keep_background: bool, image_frame_ratio):
+    if _is_pixels(image) and height is None and width is None:  # decoded already: the model input as it is
+        pixels = np.ascontiguousarray(image)
+        return PreparedImage(image_to_array(pixels), pixels, {"input": "pixels", "size": [image.shape[1],
+                                                                                        image.shape[0]]}, [])
     img, info = _open_any(image, name)
     reference = SVD_TRAIN_SIZE
     if orbit:
         _check_frame_ratio(image_frame_ratio)
-        pixels_given = isinstance(image, np.ndarray)
-        if not keep_background and (has_alpha(img) or not pixels_given):
-            size = _view_size(height, width)
-            rgba = img.convert("RGBA") if has_alpha(img) else remove_background(img, "image" if name == "image" else f"image {name}")
+        size = _view_size(height, width)
+        if not keep_background and (has_alpha(img) or not _is_pixels(image)):
+            rgba = img.convert("RGBA") if has_alpha(img) else remove_background(
+                img, "image" if name == "image" else f"image {name}")
             pixels = recentre_cutout(rgba, size, image_frame_ratio)
             info.update(size=[size, size], preprocessing="SV3D: object recentred on white")
             return PreparedImage(image_to_array(pixels), pixels, info, [])
-        # A picture used as it is (keep_background), or decoded pixels: a square view.
-        w, h = img.size
-        own_side = w if pixels_given and w == h and w % 64 == 0 and height is None and width is None else None
-        height = width = own_side or _view_size(height, width)
+        # A picture used as it is (keep_background), or pixels given a size: a square view.
+        height = width = size
         reference = (IMAGE_SIZE, IMAGE_SIZE)
     img, conversion = to_rgb(img)
     if conversion:
         info["conversion"] = conversion
     pixels, info, warnings = prepare_image(img, info, height, width, reference, name=name)
     return PreparedImage(image_to_array(pixels), pixels, info, warnings)
+
+
+def _is_pixels(image) -> bool:
+    return isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
 
 
 def image_to_array(image) -> np.ndarray:

@@ -15,9 +15,9 @@ class ImageToVideoPipeline(TypedPipeline):
                  progress: bool = False, callback: Optional[Callable[[StepInfo], Optional[bool]]] = None,
                  output_type: str = "video", height: Optional[int] = None, width: Optional[int] = None,
                  **overrides) -> VideoResult:
-        """One video from `image`: a path, a PIL image, uint8 HxWx3 pixels or a float array in
-        [-1, 1], prepared as the command line prepares it (svd_ms.preparation; height/width are
-        its --height/--width).
+        """One video from `image`: a path or PIL image, prepared as the command line prepares it
+        (svd_ms.preparation; height/width are its --height/--width), or uint8 HxWx3 pixels or a
+        float array in [-1, 1], taken as they are (pixels are sized when height/width are given).
 
         seed: fixes the noise (numpy's default_rng(seed): the conditioning noise first, then the
             latent noise, then the sampler's draws); drawn when None, and recorded in the result.
