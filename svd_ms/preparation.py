@@ -9,19 +9,23 @@ what was done (`info`, `warnings`). The pipeline exposes it as `pipe.prepare_inp
 
 The rules, chosen by upstream's `scripts/sampling/simple_video_sample.py` (sgm):
 - Transparency is composited on white the way upstream's SV3D branch does it (the only
-  compositing upstream does): in float, rgb * alpha + (1 - alpha), truncated to uint8. Opaque
-  pixels keep their exact value. The same rule serves plain pictures with an alpha channel
-  (upstream's SVD branch drops alpha, which shows whatever colour hides under transparent pixels).
+  compositing upstream does; its SV4D 2.0 `preprocess_video` does the same): in float,
+  rgb * alpha + (1 - alpha), truncated to uint8. Opaque pixels keep their exact value. The same
+  rule serves plain pictures with an alpha channel (upstream's SVD branch drops alpha, which shows
+  whatever colour hides under transparent pixels; the former integer `alpha_composite` here
+  differed from upstream's formula by one level on half-transparent pixels).
 - A picture for an SV3D model (orbit) with transparency is a cut-out and is framed as upstream
   frames it: its alpha bounding box pasted at the centre of a square canvas (the image's height,
   or box / image_frame_ratio), LANCZOS-resized to the view size, then composited on white (in that
-  order, as upstream; the SV3D reference inputs are prepared so). A picture without transparency
-  has its background removed with rembg first, offline only; or, with keep_background, it is used
-  as it is by the plain rule below at the square view size.
+  order, as upstream). A picture without transparency has its background removed with rembg
+  first, offline only; or, with keep_background, it is used as it is by the plain rule below at
+  the square view size (the centre square the former crop-then-LANCZOS rule of sv3d.py cut; one
+  resize rule now serves both).
 - Every other picture: a side that is not a multiple of 64 is brought down to one by a bicubic
-  resize, as upstream's SVD branch does (Pillow's default filter there); pictures above
-  MAX_AUTO_PIXELS are scaled down; --width/--height scale the picture to cover that size (LANCZOS
-  when shrinking, bicubic when enlarging) and cut the centre, the rule training data follows too.
+  resize, as upstream's SVD branch does (Pillow's default filter there; LANCZOS here before);
+  pictures above MAX_AUTO_PIXELS are scaled down; --width/--height scale the picture to cover
+  that size (LANCZOS when shrinking, bicubic when enlarging) and cut the centre, the rule training
+  data follows too.
 Arrays of uint8 HxWx3 are pixels already decoded (what the command line hands the pipeline) and
 float arrays in [-1, 1] are model input: both are taken as they are; given height/width, pixels
 are sized by the plain rule. Paths, PIL images and HxWx4 arrays follow the rules above.
