@@ -1,15 +1,13 @@
-"""Images in, videos out: the one place that reads user images and writes results.
+"""Media I/O: finding input files, reading images and videos safely, writing results.
 
-Every path that turns a picture into model input -- the CLI, the Python API, the web page and the
-training data -- goes through `to_rgb` (one rule for alpha: composite on white) and
-`resize_cover_crop` (one rule for size: scale to cover, then cut the centre); input videos
-(video-to-video) are read by `load_video` and sized by the same rule. Everything written goes to a
-temporary name first, is checked, and is renamed into place.
+Reading checks what it opens (regular files only, decompression bombs refused from the header,
+video containers recognised by content); what a picture becomes as model input is decided in
+svd_ms.preparation. Everything written goes to a temporary name first, is checked, and is renamed
+into place.
 """
 import contextlib
 import glob
 import json
-import math
 import os
 import shutil
 import stat
@@ -28,12 +26,8 @@ VIDEO_FORMATS = ("mp4", "gif", "png")
 VIDEO_EXTS = (".mp4", ".mov", ".m4v", ".webm", ".mkv", ".avi", ".gif")
 # Longer inputs are refused rather than decoded (trim them first); about two minutes at 30 fps.
 MAX_VIDEO_FRAMES = 4000
-# The released SVD / SVD-XT models were trained on 1024 x 576 (width x height) frames.
-SVD_TRAIN_SIZE = (1024, 576)
 # Larger files are refused before their pixels are decoded (decompression bombs).
 MAX_INPUT_PIXELS = 64_000_000
-# Without --width/--height, an image larger than this is scaled down to it (aspect kept).
-MAX_AUTO_PIXELS = 1024 * 1024
 
 
 # ---------------------------------------------------------------------------------- discovery
@@ -93,70 +87,7 @@ def resolve_images(specs: Sequence[str], exts: Tuple[str, ...] = IMAGE_EXTS,
     return sorted(found.values()), problems
 
 
-# ---------------------------------------------------------------------------------- pixels
-
-def to_rgb(img) -> Tuple[Any, Optional[str]]:
-    """A PIL image as 8-bit RGB, and a note of the conversion (None when it was RGB already).
-    Transparent pixels become white; 16-bit and float greys are scaled to 8 bits."""
-    from PIL import Image
-
-    mode = img.mode
-    if mode == "RGB":
-        return img, None
-    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        a = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if a.max(initial=0) > 255 else 255.0
-        a = np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(a, "L").convert("RGB"), f"{mode} scaled to 8-bit RGB"
-    if (mode == "P" and "transparency" in img.info) or mode == "PA":
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "RGBa", "La"):
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB"), f"{mode} composited on white"
-    return img.convert("RGB"), f"{mode} converted to RGB"
-
-
-def cover_size(size: Tuple[int, int], width: int, height: int) -> Tuple[int, int]:
-    """The (w, h) an image of `size` is resized to so that it covers width x height."""
-    w, h = size
-    scale = max(width / w, height / h)
-    return max(width, math.ceil(w * scale - 1e-6)), max(height, math.ceil(h * scale - 1e-6))
-
-
-def resize_cover_crop(img, width: int, height: int):
-    """Scale a PIL image so it covers width x height (Lanczos when shrinking, bicubic when
-    enlarging), then cut the centre."""
-    from PIL import Image
-
-    w, h = img.size
-    rw, rh = cover_size((w, h), width, height)
-    if (rw, rh) != (w, h):
-        shrinking = rw * rh < w * h
-        img = img.resize((rw, rh), Image.Resampling.LANCZOS if shrinking else Image.Resampling.BICUBIC)
-    left, top = (rw - width) // 2, (rh - height) // 2
-    return img.crop((left, top, left + width, top + height))
-
-
-def resize_cover_crop_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(T, h, w, 3) uint8 video frames through `resize_cover_crop`, frame by frame."""
-    from PIL import Image
-
-    out = np.empty((frames.shape[0], height, width, 3), np.uint8)
-    for i, frame in enumerate(frames):
-        out[i] = np.asarray(resize_cover_crop(Image.fromarray(frame), width, height))
-    return out
-
-
-def open_image(path: str, max_pixels: int = MAX_INPUT_PIXELS):
-    """Open one image file: (RGB PIL image with EXIF orientation applied, info). ImageError names
-    the file on any failure; more than `max_pixels` is refused from the header, before decoding."""
-    img, info = open_image_as_stored(path, max_pixels)
-    img, conversion = to_rgb(img)
-    if conversion:
-        info["conversion"] = conversion
-    return img, info
-
+# ---------------------------------------------------------------------------------- reading images
 
 def open_image_as_stored(path: str, max_pixels: int = MAX_INPUT_PIXELS):
     """Open one image file in its own mode (alpha kept), upright by its EXIF orientation, after
@@ -187,79 +118,6 @@ def open_image_as_stored(path: str, max_pixels: int = MAX_INPUT_PIXELS):
     info: Dict[str, Any] = {"path": os.path.abspath(path), "original_size": list(original_size),
                             "original_mode": original_mode, "exif_orientation": orientation}
     return img, info
-
-
-def prepare_image(img, info: Dict[str, Any], height: Optional[int] = None, width: Optional[int] = None,
-                  reference_size: Tuple[int, int] = SVD_TRAIN_SIZE, name: str = "image"):
-    """Size an RGB PIL image for the model: to width x height by `resize_cover_crop` (a missing
-    side follows the aspect ratio), or else each side brought down to a multiple of 64.
-    Returns (uint8 HxWx3, info, warnings)."""
-    from PIL import Image
-
-    warnings: List[str] = []
-    w, h = img.size
-    if w < 64 or h < 64:
-        raise ImageError(f"{name}: {w}x{h} is too small, both sides must be at least 64 px")
-    if height is not None or width is not None:
-        if height is None:
-            height = max(64, int(round(h * width / w / 64)) * 64)
-        if width is None:
-            width = max(64, int(round(w * height / h / 64)) * 64)
-        img = resize_cover_crop(img, width, height)
-        rw, rh = cover_size((w, h), width, height)
-        info["preprocessing"] = f"resized {w}x{h} -> {rw}x{rh}, center-cropped to {width}x{height}"
-    elif w * h > MAX_AUTO_PIXELS:
-        scale = math.sqrt(MAX_AUTO_PIXELS / (w * h))
-        nw, nh = max(64, int(w * scale) // 64 * 64), max(64, int(h * scale) // 64 * 64)
-        img = img.resize((nw, nh), Image.Resampling.LANCZOS)
-        info["preprocessing"] = f"resized {w}x{h} -> {nw}x{nh}"
-        warnings.append(f"{name}: {w}x{h} is larger than {MAX_AUTO_PIXELS:,} pixels; resized to {nw}x{nh} "
-                        f"(use --width/--height to choose the size)")
-    elif w % 64 or h % 64:
-        nw, nh = w - w % 64, h - h % 64
-        img = img.resize((nw, nh), Image.Resampling.LANCZOS)
-        info["preprocessing"] = f"resized {w}x{h} -> {nw}x{nh}"
-        warnings.append(f"{name}: {w}x{h} is not a multiple of 64 on each side; resized to {nw}x{nh} "
-                        f"(use --width/--height to resize and crop instead)")
-    out_w, out_h = img.size
-    info["size"] = [out_w, out_h]
-    ref_w, ref_h = reference_size
-    far_area = not (0.5 <= (out_w * out_h) / (ref_w * ref_h) <= 2.0)
-    far_aspect = abs(math.log((out_w / out_h) / (ref_w / ref_h))) > math.log(1.25)
-    if far_area or far_aspect:
-        warnings.append(f"{name}: {out_w}x{out_h} is far from {ref_w}x{ref_h}, the size the model was trained "
-                        f"at; expect weaker motion and detail (try --width={ref_w} --height={ref_h}, or raise "
-                        f"--SVD.noise_aug_strength)")
-    info["warnings"] = warnings
-    return np.asarray(img, dtype=np.uint8).copy(), info, warnings
-
-
-def load_image(path: str, height: Optional[int] = None, width: Optional[int] = None,
-               reference_size: Tuple[int, int] = SVD_TRAIN_SIZE):
-    """Read one image file as uint8 HxWx3, sized for the model: (array, info, warnings)."""
-    img, info = open_image(path)
-    return prepare_image(img, info, height, width, reference_size, name=repr(path))
-
-
-def image_to_array(image) -> np.ndarray:
-    """Path, PIL image, uint8 HxWx3 array or float array in [-1, 1] -> float32 (1, 3, H, W) in
-    [-1, 1]. Paths and PIL images follow the same alpha rule as the CLI (`to_rgb`)."""
-    if isinstance(image, (str, os.PathLike)):
-        image, _ = open_image(os.fspath(image))
-    if hasattr(image, "mode") and hasattr(image, "size"):
-        image = np.asarray(to_rgb(image)[0])
-    array = np.asarray(image)
-    if array.dtype == np.uint8:
-        if array.ndim != 3 or array.shape[2] != 3:
-            raise InputError(f"uint8 image must be HxWx3, got shape {array.shape}")
-        array = array.astype(np.float32).transpose(2, 0, 1)[None] / 127.5 - 1.0
-    else:
-        array = array.astype(np.float32)
-        if array.ndim == 3:
-            array = array[None]
-        if array.ndim != 4 or array.shape[:2] != (1, 3):
-            raise InputError(f"float image must be (1, 3, H, W) or (3, H, W), got shape {array.shape}")
-    return np.ascontiguousarray(array, np.float32)
 
 
 # ---------------------------------------------------------------------------------- input videos
@@ -327,14 +185,9 @@ def probe_video(path: str) -> Dict[str, Any]:
     return dict(meta, demuxer=demuxer)
 
 
-def load_video(path: str, num_frames: int, height: Optional[int] = None, width: Optional[int] = None,
-               reference_size: Tuple[int, int] = SVD_TRAIN_SIZE):
-    """Read an input video as `num_frames` uint8 (T, H, W, 3) frames sized for the model:
-    (frames, info, warnings). Longer videos are resampled to evenly spaced frames (first and last
-    kept); every frame is sized by the image rule (`prepare_image` picks the size from the first
-    frame, `resize_cover_crop_frames` applies it). VideoError names the file on any failure."""
-    from PIL import Image
-
+def read_video_frames(path: str, num_frames: int):
+    """Read `num_frames` evenly spaced frames of an input video (first and last kept) as uint8
+    (T, H, W, 3), and their info. VideoError names the file on any failure."""
     meta = probe_video(path)
     demuxer = meta["demuxer"]
     try:
@@ -368,27 +221,9 @@ def load_video(path: str, num_frames: int, height: Optional[int] = None, width: 
     info: Dict[str, Any] = {"path": os.path.abspath(path), "original_size": [int(src_w), int(src_h)],
                             "original_frames": count, "frames_used": [int(i) for i in wanted],
                             "source_fps": meta.get("fps")}
-    first, info, warnings = prepare_image(Image.fromarray(picked[0]), info, height, width, reference_size,
-                                          name=repr(path))
-    out_h, out_w = first.shape[:2]
-    if (out_h, out_w) != (src_h, src_w):
-        picked = resize_cover_crop_frames(picked, out_h, out_w)
-        info["preprocessing"] = f"resized and center-cropped {src_w}x{src_h} -> {out_w}x{out_h}"
     if count != num_frames:
         info["resampled"] = f"{count} frames -> {num_frames}"
-    return picked, info, warnings
-
-
-def video_to_array(video) -> np.ndarray:
-    """uint8 (T, H, W, 3) frames or float (T, 3, H, W) in [-1, 1] -> float32 (T, 3, H, W) in [-1, 1]."""
-    array = np.asarray(video)
-    if array.dtype == np.uint8:
-        if array.ndim != 4 or array.shape[3] != 3:
-            raise InputError(f"uint8 video must be (T, H, W, 3), got shape {array.shape}")
-        array = array.astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1.0
-    elif array.ndim != 4 or array.shape[1] != 3:
-        raise InputError(f"float video must be (T, 3, H, W) in [-1, 1], got shape {array.shape}")
-    return np.ascontiguousarray(array, np.float32)
+    return picked, info
 
 
 def to_uint8(video: np.ndarray) -> np.ndarray:

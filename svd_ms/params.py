@@ -1,5 +1,12 @@
 """The parameters of an image-to-video run: one object that validates itself, shared by the
-Python API, the command line (`--SVD.*`), the web page and the sidecar of every video."""
+Python API, the command line (`--SVD.*`), the web page and the sidecar of every video.
+
+`SVDParams` is the one object users see (the CLI's `--SVD.*` are its fields). It is made of two
+views: `ModelSettings` (what building a pipeline depends on: config, weights, precision; its
+files are checked when made) and `SamplingSettings` (what may change from call to call). A copy
+that changes sampling fields only (`replace`) keeps the model view as it is, so per-call changes
+never re-read the checkpoint or the config.
+"""
 import dataclasses
 import os
 from dataclasses import dataclass
@@ -10,8 +17,12 @@ from .errors import ParamError, SVDError
 
 # What needs a new model (rebuilding the pipeline); everything else can change per call.
 MODEL_FIELDS = ("config", "checkpoint", "amp_level", "attention", "ff_chunk_size", "lora", "unet_weights")
+SAMPLING_FIELDS = ("num_frames", "fps", "motion_bucket_id", "noise_aug_strength", "decode_chunk_size", "num_steps",
+                   "sampler", "sampler_params", "guider", "min_guidance_scale", "max_guidance_scale", "num_clips",
+                   "strength", "cache", "cache_interval", "cache_branch")
 SAMPLING_OPTION_FIELDS = ("sampler", "sampler_params", "guider", "min_guidance_scale", "max_guidance_scale")
 NO_CHECKPOINT = ("", "random", "none", "null")
+CACHE_MODES = ("none", "deepcache")  # feature caching between UNet evaluations (modules/diffusionmodules/deepcache.py)
 # A plain EDM sampler with a per-frame guider: sampling options are validated against it.
 _REFERENCE_SAMPLER = {
     "target": "sgm.modules.diffusionmodules.sampling.EulerEDMSampler",
@@ -33,6 +44,130 @@ def _is_int(value) -> bool:
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_int(obj, name: str, low: int, high: Optional[int], optional: bool = False):
+    value = getattr(obj, name)
+    if value is None and optional:
+        return
+    if not _is_int(value) or value < low or (high is not None and value > high):
+        bounds = f"an integer between {low} and {high}" if high is not None else f"an integer >= {low}"
+        raise ParamError(name, f"{name}={value!r} is out of range: it must be {bounds}")
+
+
+def _check_choice(obj, name: str, choices):
+    if getattr(obj, name) not in choices:
+        raise ParamError(name, f"{name}={getattr(obj, name)!r} is not one of {', '.join(choices)}")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """The model fields of SVDParams (see there): checked, files included, once when made."""
+
+    config: Optional[Union[str, Dict]]
+    checkpoint: Optional[str]
+    amp_level: str
+    attention: str
+    ff_chunk_size: Optional[int]
+    lora: Optional[List]
+    unet_weights: Optional[str]
+
+    def __post_init__(self):
+        if isinstance(self.checkpoint, str) and self.checkpoint.strip().lower() in NO_CHECKPOINT:
+            object.__setattr__(self, "checkpoint", None)
+        _check_int(self, "ff_chunk_size", 1, None, optional=True)
+        _check_choice(self, "amp_level", policy.AMP_LEVELS)
+        _check_choice(self, "attention", policy.ATTENTION_CHOICES)
+        self._check_lora()
+        self._check_files()
+
+    def _check_lora(self):
+        if self.lora is None:
+            return
+        if isinstance(self.lora, (str, os.PathLike, tuple)):
+            object.__setattr__(self, "lora", [self.lora])
+        from .lora import parse_lora_spec
+        for spec in self.lora:
+            path, scale = parse_lora_spec(spec) if isinstance(spec, (str, os.PathLike)) else spec
+            if not os.path.isfile(path):
+                raise ParamError("lora", f"lora {str(path)!r} does not exist")
+            if not _is_number(scale) or scale != scale or abs(scale) == float("inf"):
+                raise ParamError("lora", f"lora {str(path)!r}: scale must be a finite number, got {scale!r}")
+
+    def _check_files(self):
+        if self.config == "" or (self.config is None and self.checkpoint is None):
+            raise ParamError("config", "config is required: a model config such as configs/svd.yaml "
+                             "(or configs/demo/tiny_random.yaml for the untrained demo), or a diffusers folder "
+                             "as checkpoint")
+        if isinstance(self.config, str):
+            if not os.path.isfile(self.config):
+                raise ParamError("config", f"config {self.config!r} does not exist")
+        if self.unet_weights is not None and not os.path.exists(self.unet_weights):
+            raise ParamError("unet_weights", f"unet_weights {self.unet_weights!r} does not exist")
+        if self.checkpoint is not None:
+            from .checkpoint import engine_checkpoint_format
+            from .hub import resolve_checkpoint
+            try:
+                engine_checkpoint_format(resolve_checkpoint(self.checkpoint))
+            except SVDError as exc:
+                raise ParamError("checkpoint", str(exc)) from None
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """The per-call fields of SVDParams (see there): checked by value, no file is read."""
+
+    num_frames: Optional[int]
+    fps: int
+    motion_bucket_id: int
+    noise_aug_strength: Optional[float]
+    decode_chunk_size: Optional[int]
+    num_steps: Optional[int]
+    sampler: Optional[str]
+    sampler_params: Optional[Dict[str, float]]
+    guider: Optional[str]
+    min_guidance_scale: Optional[float]
+    max_guidance_scale: Optional[float]
+    num_clips: int
+    strength: Optional[float]
+    cache: str
+    cache_interval: int
+    cache_branch: int
+
+    def __post_init__(self):
+        for name in ("num_frames", "decode_chunk_size"):
+            _check_int(self, name, 1, None, optional=True)
+        _check_int(self, "num_steps", 1, MAX_STEPS, optional=True)
+        _check_int(self, "fps", 1, 60)
+        _check_int(self, "num_clips", 1, MAX_CLIPS)
+        if self.strength is not None and (not _is_number(self.strength) or not 0 < self.strength <= 1):
+            raise ParamError("strength", f"strength={self.strength!r} is out of range: it must be a number in (0, 1]")
+        _check_int(self, "motion_bucket_id", 0, 255)
+        _check_choice(self, "cache", CACHE_MODES)
+        _check_int(self, "cache_interval", 1, MAX_STEPS)
+        _check_int(self, "cache_branch", 0, None)  # its top depends on the UNet: checked when it runs
+        if self.noise_aug_strength is not None and (not _is_number(self.noise_aug_strength)
+                                                    or not self.noise_aug_strength >= 0):
+            raise ParamError("noise_aug_strength", f"noise_aug_strength={self.noise_aug_strength!r} is out of "
+                             f"range: it must be a number >= 0")
+        self._check_sampling_options()
+
+    def sampling_options(self) -> Dict[str, Any]:
+        """The sampler and guidance options that were given (see svd_ms.sampling_options)."""
+        return {f: getattr(self, f) for f in SAMPLING_OPTION_FIELDS if getattr(self, f) is not None}
+
+    def _check_sampling_options(self):
+        options = self.sampling_options()
+        if not options:
+            return
+        from .errors import InputError
+        from .sampling_options import apply_sampling_options
+        try:  # names and values; what depends on the model's own sampler is checked when it is built
+            apply_sampling_options(_REFERENCE_SAMPLER, **options)
+        except InputError as exc:
+            field = next((f for f in SAMPLING_OPTION_FIELDS if f in str(exc)), "sampler")
+            message = str(exc) if str(exc).startswith(field) else f"{field}: {exc}"
+            raise ParamError(field, message) from None
 
 
 @dataclass
@@ -82,6 +217,12 @@ class SVDParams:
             frame of clip k, so the video has num_clips * (num_frames - 1) + 1 frames.
         strength: video-to-video only: how much of the sampling schedule is redone over the input
             video, in (0, 1]; small stays close to the input, 1 starts from pure noise (unset: 0.7).
+        cache: none, or deepcache: reuse the UNet's deep features between evaluations (DeepCache,
+            Ma et al. 2024); a faster, slightly different video.
+        cache_interval: DeepCache: the whole UNet runs every cache_interval-th evaluation, the
+            shallow branch in between (1 = every evaluation in full).
+        cache_branch: DeepCache: the skip branch that stays live, 0 (shallowest, fastest) up to the
+            UNet's input blocks minus 2 (10 for the released SVD UNets).
     """
 
     config: Optional[str] = None
@@ -104,99 +245,69 @@ class SVDParams:
     lora: Optional[Union[str, List[str]]] = None
     num_clips: int = 1
     strength: Optional[float] = None
+    cache: str = "none"
+    cache_interval: int = 3
+    cache_branch: int = 0
 
     def __post_init__(self):
-        if isinstance(self.checkpoint, str) and self.checkpoint.strip().lower() in NO_CHECKPOINT:
-            self.checkpoint = None
-        for name in ("num_frames", "decode_chunk_size", "ff_chunk_size"):
-            self._check_int(name, 1, None, optional=True)
-        self._check_int("num_steps", 1, MAX_STEPS, optional=True)
-        self._check_int("fps", 1, 60)
-        self._check_int("num_clips", 1, MAX_CLIPS)
-        if self.strength is not None and (not _is_number(self.strength) or not 0 < self.strength <= 1):
-            raise ParamError("strength", f"strength={self.strength!r} is out of range: it must be a number in (0, 1]")
-        self._check_int("motion_bucket_id", 0, 255)
-        if self.noise_aug_strength is not None and (not _is_number(self.noise_aug_strength)
-                                                    or not self.noise_aug_strength >= 0):
-            raise ParamError("noise_aug_strength", f"noise_aug_strength={self.noise_aug_strength!r} is out of "
-                             f"range: it must be a number >= 0")
-        self._check_choice("amp_level", policy.AMP_LEVELS)
-        self._check_choice("attention", policy.ATTENTION_CHOICES)
-        self._check_lora()
-        self._check_sampling_options()
-        self._check_files()
+        # Values first, then files: a typo in a number is reported without touching the disk.
+        sampling = SamplingSettings(**{f: getattr(self, f) for f in SAMPLING_FIELDS})
+        model = ModelSettings(**{f: getattr(self, f) for f in MODEL_FIELDS})
+        self._adopt(model, sampling)
 
-    def _check_int(self, name: str, low: int, high: Optional[int], optional: bool = False):
-        value = getattr(self, name)
-        if value is None and optional:
-            return
-        if not _is_int(value) or value < low or (high is not None and value > high):
-            bounds = f"an integer between {low} and {high}" if high is not None else f"an integer >= {low}"
-            raise ParamError(name, f"{name}={value!r} is out of range: it must be {bounds}")
+    def _adopt(self, model: ModelSettings, sampling: SamplingSettings) -> None:
+        for view in (model, sampling):
+            for f in dataclasses.fields(view):
+                setattr(self, f.name, getattr(view, f.name))  # normalised values (checkpoint, lora)
+        self._model_settings, self._sampling_settings = model, sampling
 
-    def _check_choice(self, name: str, choices):
-        if getattr(self, name) not in choices:
-            raise ParamError(name, f"{name}={getattr(self, name)!r} is not one of {', '.join(choices)}")
+    @classmethod
+    def from_settings(cls, model: ModelSettings, sampling: SamplingSettings) -> "SVDParams":
+        """The SVDParams made of two already-checked views (nothing is checked again)."""
+        params = cls.__new__(cls)
+        params._adopt(model, sampling)
+        return params
 
-    def _check_sampling_options(self):
-        options = self.sampling_options()
-        if not options:
-            return
-        from .errors import InputError
-        from .sampling_options import apply_sampling_options
-        try:  # names and values; what depends on the model's own sampler is checked when it is built
-            apply_sampling_options(_REFERENCE_SAMPLER, **options)
-        except InputError as exc:
-            field = next((f for f in SAMPLING_OPTION_FIELDS if f in str(exc)), "sampler")
-            message = str(exc) if str(exc).startswith(field) else f"{field}: {exc}"
-            raise ParamError(field, message) from None
+    @property
+    def model_settings(self) -> ModelSettings:
+        return self._model_settings
+
+    @property
+    def sampling_settings(self) -> SamplingSettings:
+        return self._sampling_settings
 
     def sampling_options(self) -> Dict[str, Any]:
         """The sampler and guidance options that were given (see svd_ms.sampling_options)."""
-        return {f: getattr(self, f) for f in SAMPLING_OPTION_FIELDS if getattr(self, f) is not None}
-
-    def _check_lora(self):
-        if self.lora is None:
-            return
-        if isinstance(self.lora, (str, os.PathLike, tuple)):
-            self.lora = [self.lora]
-        from .lora import parse_lora_spec
-        for spec in self.lora:
-            path, scale = parse_lora_spec(spec) if isinstance(spec, (str, os.PathLike)) else spec
-            if not os.path.isfile(path):
-                raise ParamError("lora", f"lora {str(path)!r} does not exist")
-            if not _is_number(scale) or scale != scale or abs(scale) == float("inf"):
-                raise ParamError("lora", f"lora {str(path)!r}: scale must be a finite number, got {scale!r}")
-
-    def _check_files(self):
-        if self.config == "" or (self.config is None and self.checkpoint is None):
-            raise ParamError("config", "config is required: a model config such as configs/svd.yaml "
-                             "(or configs/demo/tiny_random.yaml for the untrained demo), or a diffusers folder "
-                             "as checkpoint")
-        if isinstance(self.config, str):
-            if not os.path.isfile(self.config):
-                raise ParamError("config", f"config {self.config!r} does not exist")
-        if self.unet_weights is not None and not os.path.exists(self.unet_weights):
-            raise ParamError("unet_weights", f"unet_weights {self.unet_weights!r} does not exist")
-        if self.checkpoint is not None:
-            from .checkpoint import engine_checkpoint_format
-            from .hub import resolve_checkpoint
-            try:
-                engine_checkpoint_format(resolve_checkpoint(self.checkpoint))
-            except SVDError as exc:
-                raise ParamError("checkpoint", str(exc)) from None
+        return self._sampling_settings.sampling_options()
 
     # ---- derived copies ---------------------------------------------------------------------
     def replace(self, **changes) -> "SVDParams":
-        """A validated copy with `changes` applied."""
+        """A validated copy with `changes` applied. Changes to sampling fields only are checked by
+        value and keep this object's model settings: no file is read again."""
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise ParamError(sorted(unknown)[0], f"unknown parameter(s): {', '.join(sorted(unknown))}")
-        return dataclasses.replace(self, **changes)
+        if set(changes) & set(MODEL_FIELDS):
+            return dataclasses.replace(self, **changes)
+        return SVDParams.from_settings(self._model_settings, dataclasses.replace(self._sampling_settings, **changes))
 
     def same_model(self, other: "SVDParams") -> bool:
         return all(getattr(self, f) == getattr(other, f) for f in MODEL_FIELDS)
 
     def to_dict(self) -> Dict[str, Any]:
-        return {f.name: getattr(self, f.name) if not isinstance(getattr(self, f.name), dict) else "<dict>"
-                for f in dataclasses.fields(self)}
+        """Every field as the value it has, JSON-able (dicts and lists included), such that
+        `SVDParams(**p.to_dict()) == p`: records and resume checks compare these values."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _plain(value):
+    """`value` as plain JSON types: dicts with str keys, lists, paths as str, numpy as Python."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return value.item()
+    return value

@@ -10,6 +10,7 @@ import os
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
+from PIL import Image
 
 from conftest import REFERENCE, TINY_CONFIG, assert_close
 
@@ -103,7 +104,9 @@ def test_consistency_run(pipe, reference, run):
         assert np.array_equal(pipe.guider.frame_scales, r["guidance_scale"].ravel())
     noise = r["scheduler_step_noise"].reshape((-1,) + r["initial_latents_unit"].shape[1:]) \
         if "scheduler_step_noise" in r else np.zeros((0,) + r["initial_latents_unit"].shape[1:], np.float32)
-    out = pipe.generate(IMAGE, latent_noise=r["initial_latents_unit"][0], cond_noise=r["cond_image_noise"],
+    with Image.open(IMAGE) as im:  # the reference's 96x64 pixels as they are (a file would be cut to 64x64)
+        pixels = np.asarray(im.convert("RGB"))
+    out = pipe.generate(pixels, latent_noise=r["initial_latents_unit"][0], cond_noise=r["cond_image_noise"],
                         sampler_noise=noise)
     assert_close(f"{run}.final_latents", out["latents"], r["final_latents"][0], rel=2e-4)
     assert_close(f"{run}.frames", out["video"].transpose(0, 2, 3, 1), r["frames"][0], max_abs=2e-3)

@@ -242,7 +242,7 @@ def e2e_png(tmp_path_factory):
 def api_video():
     """The API on the same input, prepared the way the CLI prepares it."""
     assert TINY_CKPT.exists(), f"shared tiny reference missing: {TINY_CKPT}"
-    from svd_ms.media import load_image
+    from svd_ms.preparation import load_image
     from svd_ms.pipeline import SVDInferPipeline
     from svd_ms.runtime import setup_device
 

@@ -1,6 +1,6 @@
 """Checks on what a visitor uploads: a size limit in bytes (read from the file system, before a
 byte is decoded), a limit in pixels (read from the image header, before decoding, so that a
-decompression bomb is refused), then the CLI's own reader (`media.open_image`: EXIF, alpha on
+decompression bomb is refused), then the CLI's own reader (`preparation.open_image`: EXIF, alpha on
 white, corrupt files named). Messages name the file as the visitor called it, never the server's
 temporary path."""
 import os
@@ -9,8 +9,9 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from ..errors import ImageError, ParamError
-from ..media import MAX_INPUT_PIXELS, open_image, prepare_image
+from ..errors import ImageError, InputError, ParamError
+from ..media import MAX_INPUT_PIXELS
+from ..preparation import open_image, prepare_input
 
 DEFAULT_MAX_BYTES = 20 * 2**20
 # 4096 x 4096: far above the 1024 x 576 the models were trained at, far below what a bomb unpacks to.
@@ -57,10 +58,15 @@ def check_upload(path: str, limits: UploadLimits, name: Optional[str] = None) ->
 
 
 def prepare_upload(img, info: Dict[str, Any], height: Optional[int], width: Optional[int],
-                   name: str) -> Tuple[np.ndarray, Dict[str, Any], list]:
-    """The conditioning frame, sized exactly as the CLI sizes it (`media.prepare_image`)."""
+                   name: str, orbit: bool = False) -> Tuple[np.ndarray, Dict[str, Any], list]:
+    """The conditioning frame, prepared by the CLI's and the API's one rule
+    (`preparation.prepare_input`; an SV3D model's cut-out is recentred as on the command line)."""
     for side, value in (("height", height), ("width", width)):
         if value is not None and (value < 64 or value % 64):
             raise ParamError(side, f"{side}={value} must be a multiple of 64 (64, 128, ..., 1024): the model's "
                              f"latents are 1/8 of the image and its UNet halves them three times")
-    return prepare_image(img, info, height, width, name=repr(name))
+    try:
+        prepared = prepare_input(img, orbit=orbit, height=height, width=width)
+    except InputError as exc:
+        raise ImageError(f"{name!r}: {exc}" if repr(name) not in str(exc) else str(exc)) from None
+    return prepared.pixels, dict(info, **prepared.info, path=name), prepared.warnings

@@ -15,9 +15,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .. import record, sv3d
+from .. import preparation, record, sv3d
 from ..errors import ImageError, SVDError, UsageError, one_line
-from ..media import load_image, load_video, probe_video, remove_path, to_uint8, write_json, write_video
+from ..media import probe_video, remove_path, to_uint8, write_json, write_video
 from ..params import SVDParams
 from ..runtime import Cluster, PeakMemory, format_bytes
 from ..seeds import offset_seed
@@ -32,22 +32,14 @@ from .settings import EXIT_FAILED, EXIT_OK, EXIT_SETUP, JobSettings, check_camer
 
 
 def prepare_input(path: str, settings: JobSettings, orbit: bool, size: Optional[Tuple[int, int]] = None):
-    """One input image as the model takes it: (uint8 HxWx3, info, warnings). The job's one call
-    into image preparation (the CLI's rule: plain images sized by --height/--width, or by `size`,
-    (height, width), for the conditioning image of video-to-video; SV3D cut-outs recentred by
-    sv3d.prepare_image)."""
-    s = settings
-    if not orbit:
-        height, width = size or (s.height, s.width)
-        return load_image(path, height, width)
-    size = s.height or s.width or sv3d.IMAGE_SIZE
-    try:
-        prepared = sv3d.prepare_image(path, size, s.image_frame_ratio, s.keep_background)
-    except SVDError as exc:
-        raise ImageError(str(exc) if path in str(exc) else f"{path!r}: {exc}") from None
-    info = {"path": os.path.abspath(path), "size": [size, size],
-            "preprocessing": "SV3D: " + ("centre square" if s.keep_background else "object recentred on white")}
-    return np.asarray(prepared, np.uint8), info, []
+    """One input image as the model takes it: (uint8 HxWx3, info, warnings), by the one rule of
+    svd_ms.preparation (the API's and the web page's too). `size`, (height, width), overrides the
+    flags for the conditioning image of video-to-video."""
+    height, width = size or (settings.height, settings.width)
+    prepared = preparation.prepare_input(path, orbit=orbit, height=height, width=width,
+                                         keep_background=settings.keep_background,
+                                         image_frame_ratio=settings.image_frame_ratio)
+    return prepared.pixels, prepared.info, prepared.warnings
 
 
 class BatchJob:
@@ -216,7 +208,7 @@ class BatchJob:
         if sv3d.takes_camera(self.input_keys):
             extra.update(elevations_deg=s.elevations_deg, azimuths_deg=s.azimuths_deg)
         if self.kind == "video":
-            frames_in, info, _ = load_video(path, resolved["num_frames"], s.height, s.width)
+            frames_in, info, _ = preparation.load_video(path, resolved["num_frames"], s.height, s.width)
             image = frames_in[0]
             if self.records.condition_image:
                 image, info["condition_image"], _ = prepare_input(self.records.condition_image, s, False,

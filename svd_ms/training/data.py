@@ -19,7 +19,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from ..errors import DataError
-from ..media import resize_cover_crop_frames
+from ..preparation import resize_cover_crop_frames
 
 _logger = logging.getLogger("svd_ms.train")
 

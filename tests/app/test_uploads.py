@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from svd_ms import media
+from svd_ms import media, preparation
 from svd_ms.app.uploads import UploadLimits, check_upload, prepare_upload
 from svd_ms.errors import ImageError, ParamError
 
@@ -58,7 +58,7 @@ def test_upload_is_prepared_exactly_as_the_cli_prepares_it(tmp_path):
     Image.fromarray(rgba).save(path)
     img, info = check_upload(str(path), UploadLimits())
     ours, _, _ = prepare_upload(img, info, 64, 128, "alpha.png")
-    cli, _, _ = media.load_image(str(path), 64, 128)
+    cli, _, _ = preparation.load_image(str(path), 64, 128)
     assert ours.shape == (64, 128, 3) and np.array_equal(ours, cli)
     with pytest.raises(ParamError, match="multiple of 64") as err:
         prepare_upload(img, info, 100, None, "alpha.png")

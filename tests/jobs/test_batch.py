@@ -282,7 +282,7 @@ def test_bad_camera_is_refused_once_the_pipeline_resolved_the_frames(tmp_path, i
 
 def test_prepare_input_is_the_clis_preparation(img):
     from svd_ms.jobs.batch import prepare_input
-    from svd_ms.media import load_image
+    from svd_ms.preparation import load_image
 
     src = img(size=(300, 200))
     ours, info, warnings = prepare_input(str(src), jobs.JobSettings(images=[str(src)], height=128), orbit=False)

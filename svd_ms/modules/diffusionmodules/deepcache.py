@@ -19,8 +19,6 @@ from mindspore import Tensor, nn, ops
 
 from ...errors import ParamError
 
-CACHE_MODES = ("none", "deepcache")
-
 
 @dataclass(frozen=True)
 class DeepCacheSchedule:

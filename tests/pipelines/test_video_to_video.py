@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from conftest import TINY_CONFIG, TINY_IMAGE, TINY_WEIGHTS
-from svd_ms import media
+from svd_ms import media, preparation
 from svd_ms.params import SVDParams
 from svd_ms.pipeline import SVDInferPipeline, video_to_video_start
 
@@ -46,7 +46,7 @@ def pipe():
 def source(clip_frames, tmp_path_factory):
     """The clip as a user hands it in: an mp4 file, read back through svd_ms.media."""
     path = write_clip(tmp_path_factory.mktemp("v2v") / "pan.mp4", clip_frames)
-    frames, info, _ = media.load_video(str(path), T)
+    frames, info, _ = preparation.load_video(str(path), T)
     assert frames.shape == (T, H, W, 3) and info["frames_used"] == [0, 2, 4]
     return frames
 
@@ -94,7 +94,7 @@ def test_every_sampler_starts_part_way(pipe, source, sampler):
 
 
 def test_distance_to_the_input_grows_with_strength(pipe, source, runs):
-    frames = media.video_to_array(source)
+    frames = preparation.video_to_array(source)
     clean = pipe.encode_video(frames).asnumpy()
     _, round_trip = pipe.decode_latents(clean)
     latent_d, pixel_d = [], []
