@@ -1,29 +1,15 @@
 """Names of a diffusers-format SVD folder, translated to the upstream (sgm) checkpoint layout.
 
-A diffusers release of Stable Video Diffusion splits the model into three components:
-
-* ``unet/``          ``UNetSpatioTemporalConditionModel``   -> ``model.diffusion_model.*``
-* ``vae/``           ``AutoencoderKLTemporalDecoder``       -> ``first_stage_model.*`` and the
-                                                               image-latent embedder
-                                                               ``conditioner.embedders.<V>.encoder.*``
-* ``image_encoder/`` ``CLIPVisionModelWithProjection``      -> ``conditioner.embedders.<C>.open_clip.model.visual.*``
-
-Most tensors are renamed only.  The exceptions, each handled by an ``op``:
-
-* ``qkv``: transformers keeps separate q/k/v projections where OpenCLIP has one
-  ``in_proj_weight`` / ``in_proj_bias``: the three are concatenated in q, k, v order.
-* ``transpose``: transformers' ``visual_projection.weight`` is (embed_dim, width); OpenCLIP's
-  ``proj`` is applied as ``x @ proj`` and is (width, embed_dim).
-* ``conv1x1``: the VAE mid-block attention uses linear q/k/v/out layers in diffusers and 1x1
-  convolutions upstream; the weight gains two trailing unit axes.
-
-One diffusers tensor may feed several upstream tensors: the single VAE encoder in diffusers
-is both the first stage's encoder and the encoder inside the conditioner's image embedder
-(the upstream checkpoints carry two copies).  Diffusers keeps the ``quant_conv`` that the
-upstream layout has only in the conditioner's encoder (``AutoencoderKLModeOnly``), since
-that is the encoder SVD uses at inference; the first stage of the ``svd`` layout has none.
-
-The mapping is purely name-based; it never reads tensor data.
+Components: ``unet/`` (UNetSpatioTemporalConditionModel) -> ``model.diffusion_model.*``; ``vae/``
+(AutoencoderKLTemporalDecoder) -> ``first_stage_model.*`` and the image-latent embedder's
+``conditioner.embedders.<V>.encoder.*``; ``image_encoder/`` (CLIPVisionModelWithProjection) ->
+``conditioner.embedders.<C>.open_clip.model.visual.*``. Most tensors are only renamed; the rest
+carry an ``op``: ``qkv`` (transformers' separate q/k/v joined into OpenCLIP's ``in_proj``, in q, k,
+v order), ``transpose`` (``visual_projection.weight`` is (embed, width), OpenCLIP's ``proj`` is
+(width, embed)), ``conv1x1`` (the VAE mid-block attention: linear layers in diffusers, 1x1
+convolutions upstream). One diffusers tensor may feed several upstream ones: diffusers' single VAE
+encoder is both the first stage's and the conditioner embedder's (upstream stores two copies), and
+its ``quant_conv`` exists upstream only in the embedder's encoder. Names only; no data is read.
 """
 import re
 from dataclasses import dataclass

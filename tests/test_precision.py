@@ -128,3 +128,20 @@ def test_auto_precision_is_o2_on_ascend(monkeypatch, capsys):
     lowered = [n for n, d in pipe.precision_decisions.items() if d == "float16"]
     assert any(n.startswith("model.diffusion_model.") for n in lowered)
     assert "amp_level auto -> O2 on Ascend" in capsys.readouterr().err
+
+
+def test_o0_decides_nothing_and_o2_lowers_only_matmul_and_conv_layers():
+    """svd_ms.precision on a fresh engine: O0 leaves every parameter float32; O2 stores exactly the
+    layers it reports as float16 in float16, and every normalisation stays float32."""
+    from svd_ms.checkpoint import build_engine
+    from svd_ms.precision import apply_precision
+    from conftest import TINY_CONFIG
+
+    engine = build_engine(TINY_CONFIG)
+    assert apply_precision(engine, "O0") == {}
+    assert all(p.dtype == ms.float32 for p in engine.get_parameters())
+    decided = apply_precision(engine, "O2")
+    assert decided and set(decided.values()) <= {"float16", "float32"}
+    for name, p in engine.parameters_and_names():
+        if any("norm" in part for part in name.split(".")[:-1]):
+            assert p.dtype == ms.float32, name

@@ -127,7 +127,9 @@ def _video(checkpoint, config=None, **extra):
     r = {k.split(".", 1)[1]: v for k, v in np.load(os.path.join(REFERENCE, "tiny_animatelcm_svd.reference.npz")).items()
          if k.startswith(RUN + ".")}
     noise = r["scheduler_step_noise"].reshape((-1,) + r["initial_latents_unit"].shape[1:])
-    out = pipe.generate(IMAGE, latent_noise=r["initial_latents_unit"][0], cond_noise=r["cond_image_noise"],
+    from PIL import Image
+    pixels = np.asarray(Image.open(IMAGE).convert("RGB"))  # 96 x 64 as the reference run took it
+    out = pipe.generate(pixels, latent_noise=r["initial_latents_unit"][0], cond_noise=r["cond_image_noise"],
                         sampler_noise=noise)
     return out, r
 

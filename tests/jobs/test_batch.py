@@ -288,9 +288,11 @@ def test_prepare_input_is_the_clis_preparation(img):
     ours, info, warnings = prepare_input(str(src), jobs.JobSettings(images=[str(src)], height=128), orbit=False)
     cli, _, _ = load_image(str(src), 128, None)
     assert ours.shape == (128, 192, 3) and np.array_equal(ours, cli) and info["size"] == [192, 128]
+    from svd_ms.preparation import prepare_input as the_one_rule
     square, info, _ = prepare_input(str(src), jobs.JobSettings(images=[str(src)], height=64, keep_background=True),
                                     orbit=True)
-    assert square.shape == (64, 64, 3) and info["preprocessing"] == "SV3D: centre square"
+    expected = the_one_rule(str(src), orbit=True, height=64, keep_background=True)
+    assert square.shape == (64, 64, 3) and np.array_equal(square, expected.pixels) and info == expected.info
 
 
 def test_video_inputs_with_one_conditioning_image(tmp_path, img, capsys):

@@ -206,3 +206,15 @@ def test_msrun_two_workers_make_the_same_chained_video(images, uninterrupted, tm
     assert dist.shape == whole.shape and diff <= 1
     assert len(list((out / f"a_seed{SEED}").glob("frame_*.png"))) == CLIPS * T - 2
     assert not list(out.glob(".*.clips"))
+
+
+def test_the_front_door_chains_through_the_typed_pipeline(pipe):
+    """svd_ms.pipelines.chained: generate(num_clips>1) goes to pipe.chained_clips, and the next clip's
+    condition is the last decoded frame as float, clamped to the image range."""
+    from svd_ms.pipelines.chained import ChainedClipsPipeline
+    from svd_ms.pipelines.chained import chain_condition as typed_condition
+
+    assert isinstance(pipe.chained_clips, ChainedClipsPipeline)
+    frames = np.stack([np.full((3, 2, 2), v, np.float32) for v in (0.3, -1.7, 1.4)])
+    cond = typed_condition(frames)
+    assert cond.shape == (1, 3, 2, 2) and cond.dtype == np.float32 and np.all(cond == 1.0)

@@ -177,3 +177,14 @@ def test_cli_bad_videos_fail_alone_and_the_good_one_runs(clip_frames, tmp_path, 
 def _cli_error(cli, capsys, args):
     assert cli.main(args) == 2
     return capsys.readouterr().err
+
+
+def test_the_front_door_restyles_through_the_typed_pipeline(pipe, source):
+    """svd_ms.pipelines.video_to_video: generate(video=...) goes to pipe.video_to_video, and the
+    typed call refuses a video whose frames are not a clip."""
+    from svd_ms.errors import InputError
+    from svd_ms.pipelines.video_to_video import VideoToVideoPipeline
+
+    assert isinstance(pipe.video_to_video, VideoToVideoPipeline)
+    with pytest.raises(InputError):
+        pipe.video_to_video(np.zeros((2, 5), np.float32), seed=SEED, strength=0.5)
