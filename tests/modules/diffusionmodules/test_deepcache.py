@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
+from PIL import Image
 
 from conftest import REFERENCE, TINY_CONFIG, assert_close
 from engine_fixtures import graph_mode
@@ -55,7 +56,9 @@ def pipe(tmp_path_factory):
 
 def run(pipe, reference, name, **cache):
     with graph_mode():
-        return pipe.generate(IMAGE, latent_noise=reference["initial_latents_unit"],
+        # the PNG's own 64x96 pixels, as DeepCache's pipeline took them (a path would be resized to 64x64)
+        pixels = np.asarray(Image.open(IMAGE).convert("RGB"))
+        return pipe.generate(pixels, latent_noise=reference["initial_latents_unit"],
                              cond_noise=reference[f"{name}.cond_noise"][None], **cache)
 
 
