@@ -4,11 +4,13 @@ service owns the pipeline.
 Element ids (#image-upload, #generate, #cancel, #status, #message, #result-video, #download,
 #sidecar, ...) are part of the page's contract: the browser test drives the page through them.
 """
+import dataclasses
 import html
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
 from ..errors import ParamError, SVDError, one_line
+from ..params import SVDParams
 from ..seeds import SEED_MOD, draw_seed
 from .service import CANCELLED, DONE, FAILED, GenerationService, Request
 from .uploads import UploadLimits, check_upload, prepare_upload
@@ -81,6 +83,7 @@ def _thumbnail(img):
 
 # ---- sampler and guidance controls -----------------------------------------------------------
 CONFIG_DEFAULT = "(the config's)"
+CACHE_NUMBERS = ("cache_interval", "cache_branch")
 
 
 def sampling_controls(info: PageInfo) -> Dict[str, Any]:
@@ -101,7 +104,31 @@ def sampling_controls(info: PageInfo) -> Dict[str, Any]:
             "max_guidance_scale": gr.Textbox(label="Max guidance scale", value="", placeholder="the config's",
                                              elem_id="max_guidance"),
         }
+    controls.update(cache_controls())
     return controls
+
+
+def cache_controls() -> Dict[str, Any]:
+    """{SVDParams field name: component} for DeepCache (docs/deepcache.md), folded away: off by
+    default; the interval and branch start at SVDParams' defaults and an emptied field keeps them."""
+    import gradio as gr
+
+    defaults = {f.name: f.default for f in dataclasses.fields(SVDParams)}
+    with gr.Accordion("Feature cache (DeepCache)", open=False, elem_id="cache-settings"):
+        with gr.Row():
+            return {
+                "cache": gr.Dropdown([("off", "none"), ("deepcache", "deepcache")], value=defaults["cache"],
+                                     label="Cache", elem_id="cache",
+                                     info="deepcache: reuse the UNet's deep features between steps (faster, "
+                                          "slightly different video)"),
+                "cache_interval": gr.Number(label="Cache interval", value=defaults["cache_interval"], precision=0,
+                                            elem_id="cache_interval",
+                                            info="The whole UNet runs every N-th step; the steps between reuse it"),
+                "cache_branch": gr.Number(label="Cache branch", value=defaults["cache_branch"], precision=0,
+                                          elem_id="cache_branch",
+                                          info="The skip branch recomputed on cached steps; 0: the shallowest, "
+                                               "fastest"),
+            }
 
 
 def _option(name: str, value):
@@ -109,6 +136,8 @@ def _option(name: str, value):
         value = value.strip()
     if value in (None, "", CONFIG_DEFAULT):
         return None
+    if name in CACHE_NUMBERS:
+        return _as_int(name, value)
     if name.endswith("guidance_scale"):
         try:
             return float(value)
@@ -125,7 +154,10 @@ def _overrides(frames, steps, motion, fps, noise, chunk, extra: Dict[str, Any]) 
     for key in ("motion_bucket_id", "fps", "noise_aug_strength"):
         if values[key] is None:
             raise ParamError(key, f"{key} is empty: give a value")
-    values.update({name: _option(name, value) for name, value in extra.items()})
+    for name, value in extra.items():
+        value = _option(name, value)
+        if value is not None or name not in CACHE_NUMBERS:  # an emptied cache number keeps the default
+            values[name] = value
     return values
 
 
