@@ -26,12 +26,19 @@ VAE_ACTIVATION_FACTOR = 8
 ATTENTION_CHUNK_BYTES = 1 << 30
 
 
+def attention_scores_bytes(num_frames: int, latent_pixels: int, model_channels: int, num_copies: int) -> int:
+    """The largest float32 score tensor the math attention forms at once: the first level's spatial
+    self-attention over every frame (heads of 64 channels), which chunking caps at ATTENTION_CHUNK_BYTES."""
+    heads = max(1, model_channels // 64)
+    return min(ATTENTION_CHUNK_BYTES, num_copies * num_frames * heads * latent_pixels * latent_pixels * FLOAT)
+
+
 def estimate_generation_bytes(num_frames: int, height: int, width: int, decode_chunk_size: int,
                               model_channels: int = 320, num_copies: int = 2) -> Dict[str, int]:
     latent_pixels = (height // 8) * (width // 8)
     parts = {
         "unet activations": num_copies * num_frames * model_channels * latent_pixels * FLOAT * UNET_ACTIVATION_FACTOR,
-        "attention": ATTENTION_CHUNK_BYTES,
+        "attention": attention_scores_bytes(num_frames, latent_pixels, model_channels, num_copies),
         "vae decode": decode_chunk_size * VAE_DECODER_CHANNELS * height * width * FLOAT * VAE_ACTIVATION_FACTOR,
         "video on the host": num_frames * 3 * height * width * (FLOAT * 2 + 1),
     }
