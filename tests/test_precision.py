@@ -112,7 +112,8 @@ def test_guard_stops_on_nan(o2_pipe, reference, monkeypatch):
         o2_pipe(r["image"], latent_noise=r["randn"], cond_noise=r["cond_noise"])
     monkeypatch.undo()
     # Decoding guard: skip the sampling loop (already covered) and poison the decoder's output.
-    monkeypatch.setattr(o2_pipe, "sample_latents", lambda c, uc, latent_noise, *a, **k: (Tensor(latent_noise), [0.1]))
+    monkeypatch.setattr("svd_ms.pipelines.clip.sample_latents",
+                        lambda sampler_set, c, uc, latent_noise, *a, **k: (Tensor(latent_noise), [0.1]))
     monkeypatch.setattr(o2_pipe.engine, "decode_first_stage",
                         lambda z, *a, **k: ops.fill(ms.float32, (5, 3, 256, 384), float("nan")))
     with pytest.raises(NonFiniteError, match=r"decoded frames"):
