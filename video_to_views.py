@@ -24,6 +24,7 @@ from typing import List, Literal, Optional, Sequence, Union  # noqa: E402
 
 from svd_ms import sv4d2  # noqa: E402
 from svd_ms.errors import InputError, SVDError, one_line  # noqa: E402
+from svd_ms.jobs.console import debug_enabled  # noqa: E402
 
 EXIT_SETUP, EXIT_INTERRUPTED = 2, 130
 VIDEO_FPS = 10  # upstream's save_video
@@ -155,11 +156,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_SETUP
     except (SVDError, OSError) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr, flush=True)
-        if os.environ.get("SVD_DEBUG", "") not in ("", "0"):
+        if debug_enabled():
             traceback.print_exc()
         return EXIT_SETUP
     except Exception as exc:
-        if os.environ.get("SVD_DEBUG", "") not in ("", "0"):
+        if debug_enabled():
             raise
         print(f"error: unexpected {one_line(exc)} (set SVD_DEBUG=1 for the traceback)", file=sys.stderr, flush=True)
         return EXIT_SETUP
