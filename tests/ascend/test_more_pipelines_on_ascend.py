@@ -21,14 +21,51 @@ FP16_LATENTS_REL = 2e-2
 SEED = 5
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _host_memory_unknown():
+    """The run-size guard (svd_ms/runtime/budget.py, tested in tests/runtime/) estimates about
+    2.2 GiB for a tiny 5-frame 384x256 run (a whole attention chunk and full-size VAE channels) and
+    compares it with the host's free memory, which on the shared CI host drops below that while
+    other jobs run (seen: 0.5 to 1 GiB). The Ascend path, not that guard, is under test here, so it
+    is told the free memory is unknown, as where psutil cannot read it."""
+    import svd_ms.pipelines.components as components
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(components, "available_host_bytes", lambda: None)
+        yield
+
+
+def _upstream_noise_video(pipe, r):
+    return pipe.generate(r["image"], latent_noise=r["randn"], cond_noise=r["cond_noise"]).video
+
+
 @pytest.fixture(scope="module")
-def base(pipelines, reference):
-    """The tiny SVD's O2 video from the upstream noise, checked against the upstream video: the run
-    the LoRA and chained-clip cases below are compared with."""
+def runs(pipelines, reference):
+    """The tiny SVD's O2 video from the upstream noise, the first and the second run of the built
+    pipeline, each checked against the upstream video."""
     r = reference
-    video = pipelines("O2").generate(r["image"], latent_noise=r["randn"], cond_noise=r["cond_noise"]).video
-    assert_close("ascend_O2_base_video", video, r["video"], **FP16_VIDEO_BOUNDS)
-    return video
+    pipe = pipelines("O2")
+    first, second = _upstream_noise_video(pipe, r), _upstream_noise_video(pipe, r)
+    assert_close("ascend_O2_first_run_video", first, r["video"], **FP16_VIDEO_BOUNDS)
+    assert_close("ascend_O2_second_run_video", second, r["video"], **FP16_VIDEO_BOUNDS)
+    return first, second
+
+
+@pytest.fixture(scope="module")
+def base(runs):
+    """The run the LoRA and chained-clip cases are compared with bit for bit: the second, so that
+    only the case under test differs (see test_first_run_repeats_bit_for_bit)."""
+    return runs[1]
+
+
+@pytest.mark.xfail(strict=True, reason="seen here: the first generate of a freshly built O2 graph-mode pipeline "
+                                       "differs from every later one by ~1e-2 max_abs in the video; later runs "
+                                       "agree bit for bit")
+def test_first_run_repeats_bit_for_bit(runs):
+    first, second = runs
+    print(f"[repeat] second vs first run of the O2 pipeline: max_abs={np.abs(second - first).max():.3e} "
+          f"(bound: bit for bit)")
+    assert np.array_equal(first, second)
 
 
 # ---- AnimateLCM: 4-step consistency sampling ------------------------------------------------------
@@ -106,7 +143,7 @@ def test_lora_merged_on_ascend(pipelines, reference, base, tmp_path):  # noqa: F
     try:
         assert merge_lora(pipe.engine, [(path, 0.0)]) == [{"path": path, "scale": 0.0, "modules": modules}]
         assert all(np.array_equal(params[n].asnumpy(), before[n]) for n in before)
-        zero = pipe.generate(r["image"], latent_noise=r["randn"], cond_noise=r["cond_noise"]).video
+        zero = _upstream_noise_video(pipe, r)
         print(f"[lora] scale 0 vs base video: max_abs={np.abs(zero - base).max():.3e} (bound: bit for bit)")
         assert np.array_equal(zero, base)
 
@@ -114,7 +151,7 @@ def test_lora_merged_on_ascend(pipelines, reference, base, tmp_path):  # noqa: F
         changed = [n for n in before if not np.array_equal(params[n].asnumpy(), before[n])]
         # Merged into the float16 weights O2 keeps (no float32 copy appears).
         assert len(changed) == modules and all(params[n].dtype == ms.float16 for n in changed)
-        merged = pipe.generate(r["image"], latent_noise=r["randn"], cond_noise=r["cond_noise"]).video
+        merged = _upstream_noise_video(pipe, r)
         change = float(np.abs(merged - base).max())
         print(f"[lora] scale 1 vs base video: max_abs={change:.3e} (must exceed 1e-2)")
         assert np.isfinite(merged).all() and change > 1e-2
