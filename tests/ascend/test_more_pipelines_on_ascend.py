@@ -122,8 +122,8 @@ def _write_tiny_lora(engine, path):
 
 def test_lora_merged_on_ascend(pipelines, reference, base, tmp_path):  # noqa: F811
     """merge_lora (what the pipeline runs for --lora) on the O2 model: scale 0 leaves the
-    float16 weights bit for bit and gives the base video (to O2_REPEAT), scale 1 runs through the doubles and changes it. The weights are put back
-    afterwards for the chained-clip case."""
+    float16 weights bit for bit and gives the base video (to O2_REPEAT), scale 1 runs through the
+    doubles and changes it. The weights are put back afterwards for the chained-clip case."""
     from svd_ms.lora import merge_lora, unet_of
 
     r = reference
