@@ -19,8 +19,8 @@ from conftest import REFERENCE, assert_close
 # the video only; the latents get this relative bound, 2e-2 of their largest value).
 FP16_LATENTS_REL = 2e-2
 SEED = 5
-# Two runs of the same O2 (float16) graph on this CPU host are not bit-identical: MindSpore's CPU
-# kernels reduce in thread order, and float16 sampling carries a last-bit difference into the video.
+# Two runs of the same O2 (float16) graph on this CPU host are not bit-identical (thought, not shown,
+# to be MindSpore's CPU kernels reducing in thread order, a last float16 bit carried through sampling).
 # Seen across runs of this module: each run gives one of two videos, 1.05e-2 max_abs apart (each
 # 8.5e-3 or 1.05e-2 from upstream). The bound is the sum of the two videos' errors to upstream.
 O2_REPEAT = dict(max_abs=2e-2, mean_abs=2e-3)
