@@ -12,6 +12,7 @@ from typing import Any, Dict, Optional
 from ..errors import ParamError, SVDError, one_line
 from ..params import SVDParams
 from ..seeds import SEED_MOD, draw_seed
+from .api import register_api
 from .service import CANCELLED, DONE, FAILED, GenerationService, Request
 from .uploads import UploadLimits, check_upload, prepare_upload
 
@@ -316,4 +317,5 @@ def build_page(service: GenerationService, info: PageInfo):
                        [status, message, video, download, sidecar, preview, seed],
                        concurrency_limit=service.max_queue + 2, show_progress="hidden")
         cancel.click(cancel_mine, None, message, concurrency_limit=None)
+        register_api(service, info)
     return page
