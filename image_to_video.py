@@ -20,15 +20,11 @@ import os
 # for something else. Must happen before mindspore is imported.
 os.environ.setdefault("GLOG_v", "3")
 
-import argparse  # noqa: E402
-import signal  # noqa: E402
 import sys  # noqa: E402
-import traceback  # noqa: E402
 from typing import Callable, List, Literal, Optional, Sequence, Union  # noqa: E402
 
-from svd_ms.errors import ParamError, SVDError, one_line  # noqa: E402
-from svd_ms.jobs.console import debug_enabled  # noqa: E402
-from svd_ms.jobs.settings import EXIT_INTERRUPTED, EXIT_SETUP  # noqa: E402
+from svd_ms.errors import ParamError, SVDError  # noqa: E402
+from svd_ms.jobs.console import run_entry  # noqa: E402
 from svd_ms.params import SVDParams  # noqa: E402
 
 
@@ -136,65 +132,36 @@ def _default_pipeline_factory(params: SVDParams):
     return SVDInferPipeline(params=params)
 
 
-def _terminate(signum, frame):
-    raise KeyboardInterrupt  # schedulers send SIGTERM: stop like Ctrl-C, with a message and exit 130
-
-
-def _catch_sigterm():
-    try:
-        return signal.signal(signal.SIGTERM, _terminate)
-    except ValueError:  # not the main thread (an embedding application keeps its own handlers)
-        return None
-
-
 def main(argv: Optional[Sequence[str]] = None, pipeline_factory: Optional[Callable] = None) -> int:
     from svd_ms.runtime.cluster import is_scheduler, run_scheduler
     if is_scheduler():
         return run_scheduler()
-    previous = _catch_sigterm()
-    try:
-        argv = list(sys.argv[1:] if argv is None else argv)
-        _check_flag_files(argv)
-        cfg = build_parser().parse_args(argv)
-        try:
-            params = _svd_params(cfg)
-        except ParamError as exc:
-            raise SVDError(f"--SVD.{exc}" if str(exc).startswith(exc.field) else f"--SVD.{exc.field}: {exc}") from None
-        from svd_ms.jobs import BatchJob, JobSettings
-        from svd_ms.runtime import Cluster, setup_device
+    return run_entry(lambda: run(list(sys.argv[1:] if argv is None else argv), pipeline_factory))
 
-        settings = JobSettings(images=cfg.image or [], videos=cfg.video or [], output_dir=cfg.output_dir,
-                               output_format=cfg.output_format, seed=cfg.seed, overwrite=cfg.overwrite,
-                               height=cfg.height, width=cfg.width, progress=cfg.progress,
-                               dist_timeout=cfg.dist_timeout, parameters=_parameters(cfg),
-                               elevations_deg=cfg.elevations_deg, azimuths_deg=cfg.azimuths_deg,
-                               keep_background=cfg.keep_background, image_frame_ratio=cfg.image_frame_ratio)
-        settings.validate()
-        cluster = Cluster()
-        target, settings.mode = setup_device(cfg.device_target, cfg.device_id, cfg.mode, cluster)
-        settings.mode_chosen = cfg.mode is None
-        cluster.init()
-        job = BatchJob(settings, params, pipeline_factory or _default_pipeline_factory, cluster, target)
-        return job.run()
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
-    except argparse.ArgumentError as exc:
-        print(f"error: {' '.join(str(exc).split())} (see --help)", file=sys.stderr, flush=True)
-        return EXIT_SETUP
-    except SVDError as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr, flush=True)
-        if debug_enabled():
-            traceback.print_exc()
-        return EXIT_SETUP
-    except Exception as exc:
-        if debug_enabled():
-            raise
-        print(f"error: unexpected {one_line(exc)} (set SVD_DEBUG=1 for the traceback)", file=sys.stderr, flush=True)
-        return EXIT_SETUP
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+
+def run(argv: List[str], pipeline_factory: Optional[Callable]) -> int:
+    _check_flag_files(argv)
+    cfg = build_parser().parse_args(argv)
+    try:
+        params = _svd_params(cfg)
+    except ParamError as exc:
+        raise SVDError(f"--SVD.{exc}" if str(exc).startswith(exc.field) else f"--SVD.{exc.field}: {exc}") from None
+    from svd_ms.jobs import BatchJob, JobSettings
+    from svd_ms.runtime import Cluster, setup_device
+
+    settings = JobSettings(images=cfg.image or [], videos=cfg.video or [], output_dir=cfg.output_dir,
+                           output_format=cfg.output_format, seed=cfg.seed, overwrite=cfg.overwrite,
+                           height=cfg.height, width=cfg.width, progress=cfg.progress,
+                           dist_timeout=cfg.dist_timeout, parameters=_parameters(cfg),
+                           elevations_deg=cfg.elevations_deg, azimuths_deg=cfg.azimuths_deg,
+                           keep_background=cfg.keep_background, image_frame_ratio=cfg.image_frame_ratio)
+    settings.validate()
+    cluster = Cluster()
+    target, settings.mode = setup_device(cfg.device_target, cfg.device_id, cfg.mode, cluster)
+    settings.mode_chosen = cfg.mode is None
+    cluster.init()
+    job = BatchJob(settings, params, pipeline_factory or _default_pipeline_factory, cluster, target)
+    return job.run()
 
 
 if __name__ == "__main__":

@@ -14,19 +14,15 @@ import os
 
 os.environ.setdefault("GLOG_v", "3")  # MindSpore's C++ warnings off unless asked for; before the import
 
-import argparse  # noqa: E402
-import signal  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import List, Literal, Optional, Sequence, Union  # noqa: E402
 
 from svd_ms import sv4d2  # noqa: E402
-from svd_ms.errors import InputError, SVDError, one_line  # noqa: E402
-from svd_ms.jobs.console import debug_enabled  # noqa: E402
+from svd_ms.errors import InputError  # noqa: E402
+from svd_ms.jobs.console import run_entry  # noqa: E402
 
-EXIT_SETUP, EXIT_INTERRUPTED = 2, 130
 VIDEO_FPS = 10  # upstream's save_video
 
 
@@ -98,10 +94,6 @@ def write_sidecar(path: Path, result, cfg, paths: dict, seconds: float) -> None:
     media.write_json(path, record)
 
 
-def _terminate(signum, frame):
-    raise KeyboardInterrupt
-
-
 def run(cfg) -> int:
     from svd_ms import media
     from svd_ms.pipelines.sv4d2 import SV4D2Pipeline
@@ -141,32 +133,7 @@ def run(cfg) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    try:
-        previous = signal.signal(signal.SIGTERM, _terminate)
-    except ValueError:
-        previous = None
-    try:
-        cfg = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-        return run(cfg)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
-    except argparse.ArgumentError as exc:
-        print(f"error: {' '.join(str(exc).split())} (see --help)", file=sys.stderr, flush=True)
-        return EXIT_SETUP
-    except (SVDError, OSError) as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr, flush=True)
-        if debug_enabled():
-            traceback.print_exc()
-        return EXIT_SETUP
-    except Exception as exc:
-        if debug_enabled():
-            raise
-        print(f"error: unexpected {one_line(exc)} (set SVD_DEBUG=1 for the traceback)", file=sys.stderr, flush=True)
-        return EXIT_SETUP
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    return run_entry(lambda: run(build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))))
 
 
 if __name__ == "__main__":

@@ -11,9 +11,7 @@ from ..media import VIDEO_EXTS, VIDEO_FORMATS, resolve_images
 from ..params import SVDParams
 from ..record import param_defaults
 from ..seeds import check_seed
-from .console import warn
-
-EXIT_OK, EXIT_FAILED, EXIT_SETUP, EXIT_INTERRUPTED = 0, 1, 2, 130
+from .console import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SETUP, warn  # noqa: F401 (exit codes re-exported)
 
 
 @dataclass
