@@ -124,7 +124,8 @@ def _write_tiny_lora(engine, path):
 
 def _merged_in_numpy(path, diffusers_names, scale):
     """{UNet module: float16(W32 + scale * alpha/rank * B @ A)} in float64 numpy from the adapter
-    file (read with safetensors itself, not svd_ms.lora) and the upstream checkpoint's weights."""
+    file (read with safetensors itself, not svd_ms.lora) and the upstream checkpoint's weights (the
+    tiny checkpoint stores float16 values; W32 is them as float32, what the loader reads)."""
     from safetensors import safe_open
     from safetensors.numpy import load_file
 
@@ -142,17 +143,15 @@ def _merged_in_numpy(path, diffusers_names, scale):
     return factor, expected
 
 
-def _assert_float16_of(name, got, exact):
-    """`got` (float16) is `exact` (float64) rounded to float16. The merge rounds through float32 on
-    the way, which moves a value only where float32 rounding lands exactly on the midpoint of two
-    float16 values; any other difference fails."""
+def _float16_mismatches(got, exact):
+    """(values differing from `exact` (float64) rounded to float16, those explained by rounding
+    through float32 first). The merge rounds through float32 on the way, which moves a value only
+    where float32 rounding lands exactly on the midpoint of two float16 values."""
     direct = exact.astype(np.float16)
     differ = got != direct
     midpoint = (got.astype(np.float64) + direct.astype(np.float64)) / 2
     double_rounded = differ & (exact.astype(np.float32).astype(np.float64) == midpoint)
-    print(f"[lora] {name}: {int(differ.sum())} of {got.size} differ from float16(W32 + delta), "
-          f"{int(double_rounded.sum())} of them float32 ties")
-    assert np.array_equal(differ, double_rounded), f"{name}: the merged float16 weights are not float16(W32 + delta)"
+    return int(differ.sum()), int(double_rounded.sum())
 
 
 def test_lora_merged_on_ascend(pipelines, reference, base, tmp_path):  # noqa: F811
@@ -183,8 +182,13 @@ def test_lora_merged_on_ascend(pipelines, reference, base, tmp_path):  # noqa: F
         factor, expected = _merged_in_numpy(path, diffusers_names, LORA_SCALE)
         assert factor == LORA_SCALE * 2.0
         assert sorted(changed) == sorted(f"{m}.weight" for m in expected)
-        for module, exact in expected.items():
-            _assert_float16_of(module, params[f"{module}.weight"].asnumpy(), exact)
+        counts = {m: _float16_mismatches(params[f"{m}.weight"].asnumpy(), exact) for m, exact in expected.items()}
+        differ, ties = (sum(c[i] for c in counts.values()) for i in (0, 1))
+        total = sum(e.size for e in expected.values())
+        print(f"[lora] merged float16 weights vs float16(W32 + {factor} B @ A) from the file: {differ} of {total} "
+              f"values differ, {ties} of them float32 ties (the merge rounds through float32)")
+        wrong = {m: c for m, c in counts.items() if c[0] != c[1]}
+        assert not wrong, f"merged weights that are not float16(W32 + delta): {wrong}"
         merged = _upstream_noise_video(pipe, r)
         change = float(np.abs(merged - base).max())
         print(f"[lora] scale {LORA_SCALE} vs base video: max_abs={change:.3e} (must exceed 2e-2, the O2 repeat bound)")
