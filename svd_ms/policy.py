@@ -84,8 +84,35 @@ def default_amp_level(device: Optional[str] = None) -> str:
     return "O2" if (device or device_target()) == "Ascend" else "O0"
 
 
+# bfloat16 inference is not offered: no amp_level runs the UNet in bfloat16. Decided from MindSpore
+# 2.10's own docstrings (the installed package) for the operations a bfloat16 UNet would hand
+# bfloat16 tensors: ops.flash_attention_score takes it ("The supported dtype is float16 and
+# bfloat16"), but ops.silu, which every ResBlock (and SV4D 2.0's view/frame embedders) applies to
+# activations in the compute dtype, documents float16 and float32 only and lists a TypeError for
+# anything else. MatMul and Conv2D name no dtype list; the normalisations and softmax are float32
+# islands; the full 3-D Conv3d is in the float32 VAE and gets float16 on Ascend anyway.
+# tests/ascend/test_bf16_decision.py checks these quotes against the installed docstrings.
+BF16_REFUSED_BY = {
+    "ops.silu": ("mindspore/ops/auto_generate/gen_ops_def.py, silu docstring",
+                 "TypeError: If dtype of `input` is neither float16 nor float32."),
+}
+BF16_TAKEN_BY = {
+    "ops.flash_attention_score": ("mindspore/ops/operations/manually_defined/ops_def.py, flash_attention_score "
+                                  "docstring", "The supported dtype is float16 and bfloat16."),
+}
+
+
+def bf16_inference_refusal() -> str:
+    """The one-line reason bfloat16 inference is not offered (for errors and docs)."""
+    op, (source, quote) = next(iter(BF16_REFUSED_BY.items()))
+    return (f"bfloat16 inference is not offered: the UNet runs {op} in its compute dtype, and MindSpore 2.10 "
+            f"documents it for float16 and float32 only ({source}: '{quote}'); use O2 (float16)")
+
+
 def resolve_amp_level(amp_level: str, device: Optional[str] = None) -> str:
     """'O0' or 'O2': the requested level, or the device's default for 'auto'."""
+    if isinstance(amp_level, str) and amp_level.lower() in ("bf16", "bfloat16"):
+        raise ValueError(f"amp_level '{amp_level}': {bf16_inference_refusal()}")
     if amp_level not in AMP_LEVELS:
         raise ValueError(f"amp_level must be one of {AMP_LEVELS}, got '{amp_level}'")
     return default_amp_level(device) if amp_level == "auto" else amp_level

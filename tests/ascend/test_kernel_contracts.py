@@ -52,36 +52,46 @@ def _ascend_policy_functions():
             and any(isinstance(n, ast.Constant) and n.value == "Ascend" for n in ast.walk(f))}
 
 
+def _call_sites_in(source: str, where: str, ascend_functions, sites) -> None:
+    """Add to `sites` ({operation: [where:line]}) the Ascend-only call sites of one module's
+    source: (a) operations whose MindSpore docstring names Ascend as their only platform, wherever
+    called, and (b) operations documented without CPU support that run inside a branch on a value
+    an Ascend-dependent policy function decided."""
+    tree = ast.parse(source)
+    decided = set()  # names and attributes assigned from an Ascend-dependent policy call
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and any(
+                isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute) and c.func.attr in ascend_functions
+                for c in ast.walk(node.value)):
+            decided |= {getattr(t, "attr", getattr(t, "id", None)) for t in node.targets}
+    decided |= {a.arg for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) for a in f.args.args
+                if a.arg in decided}
+    branch_nodes = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and any(getattr(n, "attr", getattr(n, "id", None)) in decided
+                                            for n in ast.walk(node.test)):
+            branch_nodes |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+    for node in ast.walk(tree):
+        found = isinstance(node, ast.Attribute) and _operation(node)
+        if not found:
+            continue
+        name, obj = found
+        platforms = _documented_platforms(obj)
+        only_ascend = "Ascend" in platforms and "GPU" not in platforms and "CPU" not in platforms
+        if only_ascend or (id(node) in branch_nodes and platforms and "CPU" not in platforms):
+            sites.setdefault(name, []).append(f"{where}:{node.lineno}")
+
+
+def _package_modules():
+    return sorted(PACKAGE.rglob("*.py"))
+
+
 def _ascend_only_call_sites():
-    """{operation name: [file:line]} for (a) operations whose MindSpore docstring names Ascend as
-    their only platform, wherever called, and (b) operations documented without CPU support that
-    run inside a branch on a value an Ascend-dependent policy function decided."""
+    """{operation name: [file:line]} over every module of the package (see _call_sites_in)."""
     ascend_functions = _ascend_policy_functions()
     sites = {}
-    for path in sorted(PACKAGE.rglob("*.py")):
-        tree = ast.parse(path.read_text())
-        decided = set()  # names and attributes assigned from an Ascend-dependent policy call
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Assign) and any(
-                    isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute) and c.func.attr in ascend_functions
-                    for c in ast.walk(node.value)):
-                decided |= {getattr(t, "attr", getattr(t, "id", None)) for t in node.targets}
-        decided |= {a.arg for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) for a in f.args.args
-                    if a.arg in decided}
-        branch_nodes = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.If) and any(getattr(n, "attr", getattr(n, "id", None)) in decided
-                                                for n in ast.walk(node.test)):
-                branch_nodes |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
-        for node in ast.walk(tree):
-            found = isinstance(node, ast.Attribute) and _operation(node)
-            if not found:
-                continue
-            name, obj = found
-            platforms = _documented_platforms(obj)
-            only_ascend = "Ascend" in platforms and "GPU" not in platforms and "CPU" not in platforms
-            if only_ascend or (id(node) in branch_nodes and platforms and "CPU" not in platforms):
-                sites.setdefault(name, []).append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+    for path in _package_modules():
+        _call_sites_in(path.read_text(), str(path.relative_to(PACKAGE.parent)), ascend_functions, sites)
     return sites
 
 
@@ -91,6 +101,23 @@ def test_every_ascend_only_operation_has_a_double():
     assert {"ops.flash_attention_score", "ops.conv3d"} <= set(sites), "the walk must find the known call sites"
     missing = {name: where for name, where in sites.items() if name not in kernel_contracts.DOUBLES}
     assert not missing, f"Ascend-only operations without a contract double: {missing}"
+
+
+def test_the_walk_covers_the_attention_modules():
+    """The walk reads every attention module, SV4D 2.0's space-time attention included, and would
+    report an Ascend-only operation there: the same source with its view-conditioning resize
+    swapped for mint's (documented for Ascend only) is caught."""
+    walked = {str(p.relative_to(PACKAGE)) for p in _package_modules()}
+    spacetime = PACKAGE / "modules" / "spacetime_attention.py"
+    assert {"modules/attention.py", "modules/video_attention.py", "modules/spacetime_attention.py"} <= walked
+    source = spacetime.read_text()
+    functions = _ascend_policy_functions()
+    found = {}
+    _call_sites_in(source, "spacetime_attention.py", functions, found)
+    assert not found, f"spacetime_attention.py calls Ascend-only operations directly: {found}"
+    assert "ops.interpolate(" in source and "CPU" in _documented_platforms(ops.interpolate)
+    _call_sites_in(source.replace("ops.interpolate(", "mint.nn.functional.interpolate(", 1), "mutated", functions, found)
+    assert list(found) == ["mint.nn.functional.interpolate"], found
 
 
 def test_flash_double_refuses_what_the_kernel_refuses():

@@ -13,12 +13,13 @@ from PIL import Image
 
 import test_animatelcm as lcm
 from ascend.test_pipeline_on_ascend import FP16_VIDEO_BOUNDS, _attention_choices, ascend, pipelines  # noqa: F401
-from conftest import REFERENCE, assert_close
+from conftest import REFERENCE, TINY_WEIGHTS, assert_close
 
 # The final latents of a float16 run against the float32 upstream ones (test_precision.py bounds
 # the video only; the latents get this relative bound, 2e-2 of their largest value).
 FP16_LATENTS_REL = 2e-2
 SEED = 5
+LORA_RANK, LORA_SCALE = 4, 0.75
 # Two runs of the same O2 (float16) graph on this CPU host are not bit-identical (thought, not shown,
 # to be MindSpore's CPU kernels reducing in thread order, a last float16 bit carried through sampling).
 # Seen across runs of this module: each run gives one of two videos, 1.05e-2 max_abs apart (each
@@ -103,33 +104,69 @@ def test_animatelcm_on_ascend(ascend, lcm_checkpoint, amp_level):  # noqa: F811
 # ---- LoRA merged into the float16 weights -------------------------------------------------------
 def _write_tiny_lora(engine, path):
     """A rank-4 adapter with random A and B on every attention projection of the tiny UNet,
-    written under diffusers' names as PEFT saves them."""
+    written under diffusers' names as PEFT saves them, with alpha = 2 x rank (so the merge's
+    alpha / rank factor is 2, not 1). Returns {UNet module: its diffusers name}."""
     from svd_ms.lora import UNetNames, target_layers, unet_of, write_lora
 
     unet = unet_of(engine)
     names = UNetNames(dict(unet.parameters_and_names()))
     rng = np.random.default_rng(3)
-    rank = 4
-    tensors = {}
+    tensors, diffusers_names = {}, {}
     for module, layer in target_layers(unet, ["attn"]).items():
         out_dim, in_dim = layer.weight.shape
-        tensors[names.to_diffusers(module)] = (rng.standard_normal((rank, in_dim)) / np.sqrt(in_dim),
-                                              0.5 * rng.standard_normal((out_dim, rank)) / np.sqrt(rank))
+        diffusers_names[module] = names.to_diffusers(module)
+        tensors[diffusers_names[module]] = (rng.standard_normal((LORA_RANK, in_dim)) / np.sqrt(in_dim),
+                                            0.5 * rng.standard_normal((out_dim, LORA_RANK)) / np.sqrt(LORA_RANK))
     assert tensors and None not in tensors
-    write_lora(path, tensors, rank=rank, alpha=float(rank))
-    return len(tensors)
+    write_lora(path, tensors, rank=LORA_RANK, alpha=2.0 * LORA_RANK)
+    return diffusers_names
+
+
+def _merged_in_numpy(path, diffusers_names, scale):
+    """{UNet module: float16(W32 + scale * alpha/rank * B @ A)} in float64 numpy from the adapter
+    file (read with safetensors itself, not svd_ms.lora) and the upstream checkpoint's weights (the
+    tiny checkpoint stores float16 values; W32 is them as float32, what the loader reads)."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+
+    adapter = load_file(path)
+    with safe_open(path, "np") as f:
+        meta = f.metadata()
+    factor = scale * float(meta["alpha"]) / int(meta["rank"])
+    checkpoint = load_file(TINY_WEIGHTS)
+    expected = {}
+    for module, name in diffusers_names.items():
+        a = adapter[f"unet.{name}.lora_A.weight"].astype(np.float64)
+        b = adapter[f"unet.{name}.lora_B.weight"].astype(np.float64)
+        w32 = checkpoint[f"model.diffusion_model.{module}.weight"].astype(np.float32)
+        expected[module] = w32.astype(np.float64) + factor * (b @ a)
+    return factor, expected
+
+
+def _float16_mismatches(got, exact):
+    """(values differing from `exact` (float64) rounded to float16, those explained by rounding
+    through float32 first). The merge rounds through float32 on the way, which moves a value only
+    where float32 rounding lands exactly on the midpoint of two float16 values."""
+    direct = exact.astype(np.float16)
+    differ = got != direct
+    midpoint = (got.astype(np.float64) + direct.astype(np.float64)) / 2
+    double_rounded = differ & (exact.astype(np.float32).astype(np.float64) == midpoint)
+    return int(differ.sum()), int(double_rounded.sum())
 
 
 def test_lora_merged_on_ascend(pipelines, reference, base, tmp_path):  # noqa: F811
     """merge_lora (what the pipeline runs for --lora) on the O2 model: scale 0 leaves the
-    float16 weights bit for bit and gives the base video (to O2_REPEAT), scale 1 runs through the
-    doubles and changes it. The weights are put back afterwards for the chained-clip case."""
+    float16 weights bit for bit and gives the base video (to O2_REPEAT); scale 0.75 gives the
+    float16 weights numpy computes from the adapter file and the checkpoint (so a merge that
+    dropped the scale or alpha / rank, or summed in float16, fails), runs through the doubles and
+    changes the video. The weights are put back afterwards for the chained-clip case."""
     from svd_ms.lora import merge_lora, unet_of
 
     r = reference
     pipe = pipelines("O2")
     path = str(tmp_path / "tiny_attn_lora.safetensors")
-    modules = _write_tiny_lora(pipe.engine, path)
+    diffusers_names = _write_tiny_lora(pipe.engine, path)
+    modules = len(diffusers_names)
     params = dict(unet_of(pipe.engine).parameters_and_names())
     before = {name: p.asnumpy().copy() for name, p in params.items()}
     try:
@@ -138,13 +175,23 @@ def test_lora_merged_on_ascend(pipelines, reference, base, tmp_path):  # noqa: F
         zero = _upstream_noise_video(pipe, r)
         _same_run("ascend_O2_lora_scale0_vs_base_video", zero, base)
 
-        merge_lora(pipe.engine, [(path, 1.0)])
+        merge_lora(pipe.engine, [(path, LORA_SCALE)])
         changed = [n for n in before if not np.array_equal(params[n].asnumpy(), before[n])]
         # Merged into the float16 weights O2 keeps (no float32 copy appears).
         assert len(changed) == modules and all(params[n].dtype == ms.float16 for n in changed)
+        factor, expected = _merged_in_numpy(path, diffusers_names, LORA_SCALE)
+        assert factor == LORA_SCALE * 2.0
+        assert sorted(changed) == sorted(f"{m}.weight" for m in expected)
+        counts = {m: _float16_mismatches(params[f"{m}.weight"].asnumpy(), exact) for m, exact in expected.items()}
+        differ, ties = (sum(c[i] for c in counts.values()) for i in (0, 1))
+        total = sum(e.size for e in expected.values())
+        print(f"[lora] merged float16 weights vs float16(W32 + {factor} B @ A) from the file: {differ} of {total} "
+              f"values differ, {ties} of them float32 ties (the merge rounds through float32)")
+        wrong = {m: c for m, c in counts.items() if c[0] != c[1]}
+        assert not wrong, f"merged weights that are not float16(W32 + delta): {wrong}"
         merged = _upstream_noise_video(pipe, r)
         change = float(np.abs(merged - base).max())
-        print(f"[lora] scale 1 vs base video: max_abs={change:.3e} (must exceed 2e-2, the O2 repeat bound)")
+        print(f"[lora] scale {LORA_SCALE} vs base video: max_abs={change:.3e} (must exceed 2e-2, the O2 repeat bound)")
         assert np.isfinite(merged).all() and change > O2_REPEAT["max_abs"]
     finally:
         for name, value in before.items():
