@@ -38,8 +38,9 @@ def build_parser():
     parser.add_argument("--SVD.checkpoint", type=Optional[str], default=None,
                         help="Weights: upstream's sv4d2*.safetensors or a converted .ckpt. Unset: random weights "
                         "(an untrained model, for trying the command).")
-    parser.add_argument("--SVD.amp_level", type=Literal["O0", "O2"], default="O0",
-                        help="O0 float32; O2 float16 with float32 islands.")
+    parser.add_argument("--SVD.amp_level", type=Literal["auto", "O0", "O2"], default="auto",
+                        help="O0 float32; O2 float16 with float32 islands; auto the device's level (O2 on Ascend, "
+                             "O0 elsewhere).")
     parser.add_argument("--SVD.num_steps", type=int, default=sv4d2.NUM_STEPS, help="Sampling steps per chunk.")
     parser.add_argument("--SVD.cfg", type=Optional[float], default=None,
                         help="Largest guidance scale. Unset: upstream's script (2.0 for 4 views, 2.5 for 8).")

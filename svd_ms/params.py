@@ -76,6 +76,8 @@ class ModelSettings:
         if isinstance(self.checkpoint, str) and self.checkpoint.strip().lower() in NO_CHECKPOINT:
             object.__setattr__(self, "checkpoint", None)
         _check_int(self, "ff_chunk_size", 1, None, optional=True)
+        if isinstance(self.amp_level, str) and self.amp_level.lower() in ("bf16", "bfloat16"):
+            raise ParamError("amp_level", f"amp_level={self.amp_level!r}: {policy.bf16_inference_refusal()}")
         _check_choice(self, "amp_level", policy.AMP_LEVELS)
         _check_choice(self, "attention", policy.ATTENTION_CHOICES)
         self._check_lora()

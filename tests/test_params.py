@@ -18,6 +18,15 @@ def test_out_of_range_values_name_their_field(field, value):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("level", ["bf16", "bfloat16"])
+def test_bfloat16_is_refused_with_its_reason(level):
+    """Not offered (svd_ms.policy.bf16_inference_refusal: MindSpore 2.10 documents silu for float16
+    and float32 only); the one line says so instead of listing the levels."""
+    with pytest.raises(ParamError) as info:
+        SVDParams(config=TINY_CONFIG, amp_level=level)
+    assert info.value.field == "amp_level" and "silu" in str(info.value) and "\n" not in str(info.value)
+
+
 def test_missing_files_are_refused(tmp_path):
     with pytest.raises(ParamError, match="does not exist") as info:
         SVDParams(config=str(tmp_path / "none.yaml"))

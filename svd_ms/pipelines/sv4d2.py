@@ -19,6 +19,7 @@ from mindspore import Tensor, nn, ops
 
 from .. import sv4d2
 from ..errors import InputError
+from ..policy import resolve_amp_level
 from ..runtime.budget import available_host_bytes, check_fits, estimate_generation_bytes
 from ..seeds import noise_generator, resolve_seed
 from ..util import instantiate_from_config, load_config
@@ -77,9 +78,10 @@ class SV4D2Result:
 class SV4D2Pipeline:
     """SV4D 2.0 from a config (upstream `sv4d2.yaml` / `sv4d2_8views.yaml` or a tiny one of the
     same layout) and its checkpoint. `amp_level` 'O2' runs the UNet and the image tower in float16
-    with the float32 islands of `svd_ms.policy`."""
+    with the float32 islands of `svd_ms.policy`; 'auto' (the default) is the device's level, O2 on
+    Ascend and O0 elsewhere, as for the SVD pipelines."""
 
-    def __init__(self, config, weights: Optional[str] = None, amp_level: str = "O0"):
+    def __init__(self, config, weights: Optional[str] = None, amp_level: str = "auto"):
         """weights: an upstream .safetensors or a converted .ckpt; None: random weights."""
         from ..checkpoint import load_checkpoint_into
         from ..precision import apply_precision
@@ -95,8 +97,8 @@ class SV4D2Pipeline:
             from ..weights import randomize
             randomize(self.engine, seed=0)
         self.weights = weights
-        self.amp_level = amp_level
         self.precision_decisions = apply_precision(self.engine, amp_level)
+        self.amp_level = resolve_amp_level(amp_level)  # the level that ran, for the record
         self.model_channels = self.engine.model.diffusion_model.model_channels
         self._steps = {}
 
