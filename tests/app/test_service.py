@@ -404,10 +404,11 @@ def test_history_is_each_sessions_own_newest_first(service):
 def test_lora_switching_between_requests_gives_the_command_lines_video_without_a_rebuild(tmp_path, capsys):
     """One tiny real model served with a LoRA folder; requests with no adapter, adapter a, a and b
     at other scales, then none again. The a+b video equals the one its sidecar's reproduce command
-    makes on the command line (a model built with --SVD.lora, merged at load); the last video equals
-    the first (the base weights came back); the model was built once. Bound: one 8-bit level and
-    1e-3 (the engine's run-to-run spread on this CPU, see the test above); the adapters change the
-    video by far more (checked)."""
+    makes on the command line (a model built with --SVD.lora, merged at load), and the served UNet
+    switched to a+b equals that model's bit for bit; the last video equals the first (the base
+    weights came back); the model was built once. Video bound: one 8-bit level and 1e-3 (the
+    engine's run-to-run spread on this CPU, see the test above: equal weights, equal seeds); the
+    adapters change the video by far more (checked)."""
     import importlib.util
     import shlex
 
@@ -459,9 +460,10 @@ def test_lora_switching_between_requests_gives_the_command_lines_video_without_a
     finally:
         svc.close()
 
-    reproduce = jobs[2].record["reproduce"]
-    assert f"{folder / 'a.safetensors'}:0.5" in reproduce and f"{folder / 'b.safetensors'}:-1.0" in reproduce
-    args = shlex.split(reproduce)[2:]
+    args = shlex.split(jobs[2].record["reproduce"])[2:]
+    lora_flag = next(a for a in args if a.startswith("--SVD.lora="))
+    assert json.loads(lora_flag.split("=", 1)[1]) == [f"{folder / 'a.safetensors'}:0.5",
+                                                      f"{folder / 'b.safetensors'}:-1"]
     args = [a if not a.startswith("--image=") else f"--image={src}" for a in args]
     spec = importlib.util.spec_from_file_location("image_to_video", os.path.join(ROOT, "image_to_video.py"))
     cli = importlib.util.module_from_spec(spec)
@@ -470,9 +472,17 @@ def test_lora_switching_between_requests_gives_the_command_lines_video_without_a
     assert rc == 0, capsys.readouterr().err
     assert len(built) == 2 and built[1].weights_info.get("lora"), "the command line did not merge at load"
     cli_video = videos[-1]
+    # The weights themselves: the served model switched to a+b again equals the CLI's, bit for bit.
+    svc.use_lora([("a.safetensors", 0.5), ("b.safetensors", -1.0)])
+    served, loaded = (dict(p.engine.model.diffusion_model.parameters_and_names()) for p in built)
+    unequal = [n for n in served if not np.array_equal(served[n].asnumpy(), loaded[n].asnumpy())]
+    print(f"[web lora] UNet tensors differing from the command line's a+b model: {len(unequal)} of {len(served)} "
+          "(bound 0)")
+    assert unequal == []
 
     def worst(a, b):
-        return float(np.abs(a - b).max()), int(np.abs(media.to_uint8(a).astype(int) - media.to_uint8(b).astype(int)).max())
+        a8, b8 = media.to_uint8(a).astype(int), media.to_uint8(b).astype(int)
+        return float(np.abs(a - b).max()), int(np.abs(a8 - b8).max())
 
     for label, (a, b), bound in (("a+b: page vs command line", (videos[2], cli_video), (1e-3, 1)),
                                  ("none after a+b vs none first", (videos[3], videos[0]), (1e-3, 1))):
