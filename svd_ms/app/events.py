@@ -11,7 +11,7 @@ from .runs import IMAGE_TO_VIDEO, ORBIT, VIDEO_TO_VIDEO
 from .service import CANCELLED, DONE, FAILED, Request
 from .tabs import (PRESETS, camera_from_table, default_camera, draw_camera_path, lora_picks, lora_table,
                    orbit_input)
-from .uploads import check_upload, prepare_upload
+from .uploads import check_upload, check_video_upload, prepare_upload
 
 POLL_S = 0.25
 RESULT_KEYS = ("status", "message", "live", "clips", "video", "download", "sidecar", "seed", "preview", "cutout",
@@ -57,7 +57,6 @@ class PageEvents:
         return req, warnings, {"cutout": pixels}
 
     def video_request(self, v: Dict[str, Any]):
-        from .tabs import check_video_upload
         if v["video_upload"] is None:
             raise SVDError("no video: upload a clip")
         video_info = check_video_upload(v["video_upload"], self.info.limits)

@@ -19,8 +19,19 @@ from ..runtime import PeakMemory
 IMAGE_TO_VIDEO, ORBIT, VIDEO_TO_VIDEO = "image_to_video", "orbit", "video_to_video"
 KINDS = (IMAGE_TO_VIDEO, ORBIT, VIDEO_TO_VIDEO)
 THUMBNAIL_SIDE = 160
-# A live preview every few sampling steps (and always the last): each costs a small host copy.
-PREVIEW_EVERY = 2
+# A live preview at every sampling step: one 4x3 matrix product on the latents (svd_ms.app.preview;
+# benchmarks/preview_cost.py measures it at every step: under 0.2 % of a step of the tiny model).
+PREVIEW_EVERY = 1
+
+
+def live_preview(info) -> Optional[np.ndarray]:
+    """A strip of a few frames of the step's denoised estimate, mapped to RGB (svd_ms.app.preview);
+    None where the pipeline gives no estimate."""
+    denoised = getattr(info, "denoised", None)
+    if denoised is None:
+        return None
+    from .preview import preview_frames, preview_strip
+    return preview_strip(preview_frames(denoised))
 
 
 def thumbnail(frame: np.ndarray) -> np.ndarray:
@@ -75,6 +86,7 @@ def run_job(service, job) -> None:
     params = pipe.call_params(**req.overrides)
     sizes = pipe.resolve(params)
     job.num_clips = params.num_clips
+    job.preview_fn = live_preview
     on_step = Progress(job, sizes["num_steps"], -(-sizes["num_frames"] // sizes["decode_chunk_size"]),
                        params.num_clips)
     base = f"web_{datetime.now().strftime('%Y%m%d-%H%M%S')}_{job.id}_seed{req.seed}"

@@ -119,28 +119,3 @@ def lora_table(names: Sequence[str], picks: Sequence[Tuple[str, float]]) -> List
     chosen = dict(picks)
     return [[name, float(chosen.get(name, 0.0))] for name in names]
 
-
-# ---- video to video --------------------------------------------------------------------------
-def check_video_upload(path: str, limits) -> Dict[str, Any]:
-    """An uploaded clip checked before it is queued: its size in bytes, then its container and
-    stream read by ffmpeg (a text file named .mp4 is refused here, naming the visitor's file)."""
-    import os
-
-    from ..errors import VideoError
-    from ..media import probe_video
-
-    name = os.path.basename(path)
-    try:
-        size = os.stat(path).st_size
-    except OSError:
-        raise VideoError(f"{name!r}: the upload cannot be read") from None
-    if size == 0:
-        raise VideoError(f"{name!r}: the file is empty")
-    if size > limits.max_bytes:
-        raise VideoError(f"{name!r}: {size / 2**20:.1f} MB is larger than the {limits.max_bytes / 2**20:.1f} MB "
-                         f"upload limit")
-    try:
-        probe_video(path)
-    except VideoError as exc:
-        raise VideoError(str(exc).replace(repr(path), repr(name)).replace(path, name)) from None
-    return {"path": name}

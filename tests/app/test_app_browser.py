@@ -192,6 +192,11 @@ def test_generate_in_the_browser_while_a_second_visitor_waits(app, open_page, tm
         page.wait_for_function("document.querySelector('#preview img') !== null")
         for elem_id, value in (("steps", STEPS), ("frames", FRAMES), ("width", WIDTH), ("height", HEIGHT)):
             _set_number(page, elem_id, value)
+    # every picture the live preview shows during the first run, read from the page as it changes
+    first.evaluate("""() => { window.previews = [];
+        new MutationObserver(() => { const img = document.querySelector('#live-preview img');
+            if (img && !window.previews.includes(img.src)) window.previews.push(img.src); })
+        .observe(document.querySelector('#live-preview'), {subtree: true, childList: true, attributes: true}); }""")
     t0 = time.perf_counter()
     first.click("#generate")
     first.wait_for_function("document.querySelector('#status').innerText.includes('Running')")
@@ -219,6 +224,9 @@ def test_generate_in_the_browser_while_a_second_visitor_waits(app, open_page, tm
     assert record["pipeline"]["num_steps"] == STEPS and len(record["timings"]["step_s"]) == STEPS
     assert (record["frames"], record["width"], record["height"]) == (FRAMES, WIDTH, HEIGHT)
     assert first.locator("#download").is_visible()
+    previews = first.evaluate("window.previews")
+    print(f"[web] live preview pictures seen during the first run: {len(previews)} ({STEPS} sampling steps)")
+    assert len(previews) >= 2, previews
 
     second.wait_for_selector("#result-video video", timeout=GENERATE_S * 1000)
     print(f"[web] second video after {time.perf_counter() - t0:.1f} s: {_video_metadata(second)}")

@@ -53,7 +53,7 @@ def test_orbit_and_video_tab_requests(tmp_path):
     imageio.mimwrite(clip, [np.full((64, 128, 3), 9 * i, np.uint8) for i in range(4)], fps=4)
     req, _, _ = _events().video_request(_form(video_upload=str(clip), strength=0.6))
     assert (req.kind, req.video, req.image, req.overrides["strength"]) == ("video_to_video", str(clip), None, 0.6)
-    assert req.video_info == {"path": "clip.mp4"}
+    assert req.video_info["path"] == "clip.mp4" and req.video_info["width"] == 128
 
 
 def test_use_again_gives_the_form_the_results_values():

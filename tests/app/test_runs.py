@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from svd_ms.app.runs import Progress, output_settings, thumbnail
+from svd_ms.app.runs import PREVIEW_EVERY, Progress, live_preview, output_settings, thumbnail
 
 
 def _job():
@@ -27,15 +27,21 @@ def test_progress_counts_every_clip_and_skipped_steps():
     assert progress(SimpleNamespace(stage="sampling", index=1, total=2, clip=1)) is False
 
 
-def test_progress_hands_every_few_steps_to_the_preview():
+def test_progress_hands_the_steps_to_the_live_preview():
     job = _job()
-    seen = []
-    job.preview_fn = lambda info: seen.append(info.index) or np.zeros((2, 2, 3), np.uint8)
-    job.set_preview = lambda image: None
+    seen, shown = [], []
+    job.preview_fn = lambda info: seen.append(info.index) or live_preview(info)
+    job.set_preview = shown.append
     progress = Progress(job, steps=5, chunks=1, clips=1)
+    rng = np.random.default_rng(0)
     for i in range(5):
-        progress(SimpleNamespace(stage="sampling", index=i, total=5, clip=0))
-    assert seen == [0, 2, 4]
+        progress(SimpleNamespace(stage="sampling", index=i, total=5, clip=0,
+                                 denoised=rng.standard_normal((3, 4, 8, 16)).astype(np.float32)))
+    progress(SimpleNamespace(stage="decoding", index=0, total=1, clip=0))
+    assert seen == [i for i in range(5) if i % PREVIEW_EVERY == 0 or i == 4]
+    assert len(shown) == len(seen) and shown[0].dtype == np.uint8 and shown[0].ndim == 3
+    assert not np.array_equal(shown[0], shown[-1])  # each step's estimate, not one picture
+    assert live_preview(SimpleNamespace(denoised=None)) is None
 
 
 def test_thumbnail_and_output_settings():

@@ -1,6 +1,5 @@
 """svd_ms.app.tabs: the orbit's camera table (numbers named when wrong), its drawing, the cut-out
-the SV3D model will see (the command line's preparation), the LoRA picker's rows, the presets,
-and uploaded clips checked before they are queued."""
+the SV3D model will see (the command line's preparation), the LoRA picker's rows and the presets."""
 import numpy as np
 import pytest
 from PIL import Image
@@ -72,22 +71,3 @@ def test_presets():
     assert [v for _, v in tabs.preset_choices(True)] == ["quality", "fast"]
     assert tabs.PRESETS["fast"] == {"steps": 4, "sampler": "lcm"}
 
-
-def test_uploaded_clips_are_checked_before_they_are_queued(tmp_path):
-    import imageio
-    clip = tmp_path / "clip.mp4"
-    imageio.mimwrite(clip, [np.full((64, 128, 3), 10 * i, np.uint8) for i in range(4)], fps=4)
-    assert tabs.check_video_upload(str(clip), UploadLimits()) == {"path": "clip.mp4"}
-    fake = tmp_path / "holiday.mp4"
-    fake.write_text("a text file\n")
-    empty = tmp_path / "empty.mp4"
-    empty.write_bytes(b"")
-    for path, words in ((fake, "'holiday.mp4'"), (empty, "'empty.mp4': the file is empty")):
-        with pytest.raises(ImageError, match=words) as err:
-            tabs.check_video_upload(str(path), UploadLimits())
-        assert str(tmp_path) not in str(err.value)
-    with pytest.raises(ImageError, match="upload limit"):
-        tabs.check_video_upload(str(clip), UploadLimits(max_bytes=10))
-    Image.new("RGB", (8, 8)).save(tmp_path / "x.png")  # an image is no clip either
-    with pytest.raises(ImageError):
-        tabs.check_video_upload(str(tmp_path / "x.png"), UploadLimits())
