@@ -14,6 +14,7 @@ from .tabs import (PRESETS, camera_from_table, default_camera, draw_camera_path,
 from .uploads import check_upload, check_video_upload, prepare_upload
 
 POLL_S = 0.25
+PREVIEW_SIDE = 512
 RESULT_KEYS = ("status", "message", "live", "clips", "video", "download", "sidecar", "seed", "preview", "cutout",
                "history")
 FORM_KEYS = ("frames", "steps", "seed", "motion", "fps", "noise", "chunk", "lora")
@@ -70,7 +71,6 @@ class PageEvents:
         """Submit the tab's request and follow it: a generator of {component: update}."""
         import gradio as gr
 
-        from .ui import run_values
         ui, service = self.ui, self.service
         out_components = [ui[k] for k in RESULT_KEYS]
         outputs = dict.fromkeys(out_components, gr.skip())
@@ -154,8 +154,7 @@ class PageEvents:
             img, _ = check_upload(path, self.info.limits)
         except SVDError as exc:
             return None, False, message_html(one_line(exc))
-        from .ui import _thumbnail
-        return _thumbnail(img), False, ""
+        return thumbnail_of(img), False, ""
 
     def show_cutout(self, path, keep_background, view_size):
         if path is None:
@@ -254,15 +253,13 @@ class PageEvents:
                                 concurrency_limit=None, api_name="use_again")
 
     def show_example(self):
-        from .ui import _thumbnail
         img, _ = check_upload(self.info.example_image, self.info.limits)
-        return None, _thumbnail(img), True, ""
+        return None, thumbnail_of(img), True, ""
 
     def initial_preview(self, selected):
-        from .ui import _thumbnail
         if not selected or self.info.example_image is None:
             return None
-        return _thumbnail(check_upload(self.info.example_image, self.info.limits)[0])
+        return thumbnail_of(check_upload(self.info.example_image, self.info.limits)[0])
 
     def picked(self, evt, request):
         import gradio as gr
@@ -296,6 +293,19 @@ def use_again_values(pipeline, info, ui: Dict[str, Any], job) -> List[Any]:
                       "" if value is None and name.endswith("guidance_scale") else
                       gr.skip() if value is None else value)
     return values
+
+
+def run_values(values: Dict[Any, Any], ui: Dict[str, Any]) -> Dict[str, Any]:
+    """{component: value} of an event as {name: value} (the shared settings and the sampler options)."""
+    named = {name: values[c] for name, c in ui.items() if not isinstance(c, dict) and c in values}
+    named["extra"] = {name: values[c] for name, c in ui["extra"].items() if c in values}
+    return named
+
+
+def thumbnail_of(img):
+    img = img.copy()
+    img.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+    return img
 
 
 def _pil(array):

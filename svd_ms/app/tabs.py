@@ -78,18 +78,21 @@ def orbit_input(path: str, limits, keep_background: bool, side: Optional[int]) -
     """What the SV3D model will see: the upload checked like every upload, then prepared by the
     command line's SV3D rule (svd_ms.preparation: a cut-out recentred on white; a picture without
     transparency has its background removed, or is kept with keep_background)."""
-    import os
-
     _, info = check_upload(path, limits)
     if side is not None and (side < 64 or side % 64):
         raise ParamError("height", f"view size={side} must be a multiple of 64 (64, 128, ..., 1024)")
     try:
         prepared = prepare_input(path, orbit=True, height=side, width=side, keep_background=bool(keep_background))
     except InputError as exc:
-        name = info["path"]
-        raise ImageError(str(exc).replace(repr(path), repr(name)).replace(path, name)
-                         .replace(repr(os.path.basename(path)), repr(name))) from None
-    return prepared.pixels, {**info, **prepared.info, "path": info["path"]}, prepared.warnings
+        raise ImageError(_named(str(exc), path, info["path"])) from None
+    warnings = [_named(w, path, info["path"]) for w in prepared.warnings]
+    return prepared.pixels, {**info, **prepared.info, "path": info["path"]}, warnings
+
+
+def _named(text: str, path: str, name: str) -> str:
+    """A message about the server's copy of an upload, naming it as the visitor did."""
+    import os
+    return text.replace(repr(path), repr(name)).replace(path, name).replace(repr(os.path.basename(path)), repr(name))
 
 
 # ---- LoRA ------------------------------------------------------------------------------------

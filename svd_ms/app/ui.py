@@ -19,7 +19,6 @@ from .capabilities import Capabilities
 from .forms import CONFIG_DEFAULT, status_html
 from .uploads import UploadLimits
 
-PREVIEW_SIDE = 512
 SIZE_HELP = ("Multiple of 64 (64, 128, ..., 1024): the latents are 1/8 of the image and the UNet halves them "
              "three times. The image is scaled to cover width x height and its centre is cut out. Empty: the "
              "image's own size, each side brought down to a multiple of 64 (one empty side follows the aspect "
@@ -51,12 +50,6 @@ class PageInfo:
     sampler: Optional[str] = None  # the server's --SVD.sampler (None: the config's)
     lora_names: tuple = ()
     shared_history: bool = False
-
-
-def _thumbnail(img):
-    img = img.copy()
-    img.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
-    return img
 
 
 def sampling_controls(info: PageInfo) -> Dict[str, Any]:
@@ -157,7 +150,8 @@ def build_page(service, info: PageInfo):
                               "picked": gr.State(None)}
         with gr.Row():
             with gr.Column(scale=1):
-                with gr.Tabs(elem_id="kinds") as ui["tabs"]:
+                kinds = caps.kinds() or ["image_to_video"]
+                with gr.Tabs(selected=kinds[0], elem_id="kinds") as ui["tabs"]:  # the first the model can do
                     _image_tab(ui, info)
                     _orbit_tab(ui, info)
                     _video_tab(ui, info)
@@ -166,7 +160,7 @@ def build_page(service, info: PageInfo):
             with gr.Column(scale=1):
                 ui["status"] = gr.HTML(status_html("Ready."), elem_id="status")
                 ui["message"] = gr.HTML("", elem_id="message")
-                ui["live"] = gr.Image(label="Live preview (the denoised estimate, every few steps)", type="numpy",
+                ui["live"] = gr.Image(label="Live preview (each step's denoised estimate)", type="numpy",
                                       interactive=False, height=160, elem_id="live-preview",
                                       show_download_button=False)
                 ui["clips"] = gr.Gallery(label="Finished clips", visible=caps.chained, columns=4, height=160,
@@ -240,7 +234,7 @@ def _orbit_tab(ui: Dict[str, Any], info: PageInfo) -> None:
             ui["camera_plot"] = gr.Image(value=draw_camera_path({"elevations_deg": [r[0] for r in rows],
                                                                  "azimuths_deg": [r[1] for r in rows]}),
                                          label="Camera path (top view; centre: looking down)", type="pil",
-                                         interactive=False, height=220, elem_id="camera-plot",
+                                         interactive=False, height=280, elem_id="camera-plot",
                                          show_download_button=False)
         ui["orbit_generate"] = gr.Button("Make the orbit", variant="primary", elem_id="orbit-generate")
 
@@ -256,11 +250,3 @@ def _video_tab(ui: Dict[str, Any], info: PageInfo) -> None:
         ui["strength"] = gr.Slider(0.05, 1.0, value=0.7, step=0.05, label="Strength", elem_id="strength",
                                    info="The share of the sampling redone: low keeps the clip, 1 ignores it")
         ui["video_generate"] = gr.Button("Restyle the clip", variant="primary", elem_id="video-generate")
-
-
-def run_values(values: Dict[Any, Any], ui: Dict[str, Any]) -> Dict[str, Any]:
-    """{component: value} of an event as {name: value} (the shared settings and the sampler options)."""
-    named = {name: values[c] for name, c in ui.items() if not isinstance(c, dict) and c in values}
-    named["extra"] = {name: values[c] for name, c in ui["extra"].items() if c in values}
-    return named
-

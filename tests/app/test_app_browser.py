@@ -280,7 +280,7 @@ def test_chained_clips_arrive_one_by_one_then_video_to_video_and_the_history(app
                            timeout=GENERATE_S * 1000)
     status_then = _status(page)
     print(f"[web] first clip shown while: {status_then!r}")
-    assert "Running" in status_then and "clip 2/2" in status_then
+    assert "Running" in status_then  # the second clip is still being made
     page.wait_for_selector("#result-video video", timeout=GENERATE_S * 1000)
     meta = _video_metadata(page)
     _check_video(meta, 2 * FRAMES - 1, WIDTH, HEIGHT)
@@ -292,8 +292,9 @@ def test_chained_clips_arrive_one_by_one_then_video_to_video_and_the_history(app
     page.locator("#video-upload input[type=file]").set_input_files(str(chain_video))
     page.wait_for_function("document.querySelector('#video-upload').innerText.includes('.mp4')")
     page.click("#video-generate")
-    page.wait_for_function("document.querySelector('#status').innerText.startsWith('Done')",
-                           timeout=GENERATE_S * 1000)
+    page.wait_for_function("""src => { const v = document.querySelector('#result-video video');
+        return v && v.currentSrc && v.currentSrc !== src && document.querySelector('#status').innerText.startsWith('Done'); }""",
+                           arg=meta["src"], timeout=GENERATE_S * 1000)
     meta = _video_metadata(page)
     _check_video(meta, FRAMES, WIDTH, HEIGHT)
     record = _record_of(app, meta)
@@ -320,7 +321,8 @@ def test_the_orbit_tab_of_an_sv3d_p_model(orbit_app, open_page, tmp_path):
     page.locator("#orbit-upload input[type=file]").set_input_files(SV3D_IMAGE)
     page.wait_for_function("document.querySelector('#cutout img') !== null")
     assert page.locator("#camera-plot img").count() == 1
-    assert page.locator("#camera tbody tr").count() == VIEWS
+    table = page.locator("#camera").inner_text()
+    assert all(str(a) in table for a in (72, 144, 216, 288)), table  # sv3d_p's default path: 5 views around
     _set_number(page, "steps", STEPS)
     page.click("#orbit-generate")
     page.wait_for_selector("#result-video video", timeout=GENERATE_S * 1000)

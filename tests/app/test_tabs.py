@@ -37,7 +37,8 @@ def test_camera_plot_marks_each_view():
 
 
 def test_the_cutout_is_the_command_lines(tmp_path):
-    pixels, info, _ = tabs.orbit_input(SV3D_IMAGE, UploadLimits(), keep_background=True, side=64)
+    pixels, info, warnings = tabs.orbit_input(SV3D_IMAGE, UploadLimits(), keep_background=True, side=64)
+    assert warnings and all(REFERENCE not in w for w in warnings), warnings  # the visitor's name, not the server's
     expected = prepare_input(SV3D_IMAGE, orbit=True, height=64, width=64, keep_background=True).pixels
     assert pixels.shape == (64, 64, 3) and np.array_equal(pixels, expected) and info["path"] == "tiny_sv3d_p.input.png"
     cutout = np.zeros((90, 120, 4), np.uint8)
