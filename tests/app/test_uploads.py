@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from hostile_files import png_bomb
 from svd_ms import media, preparation
 from svd_ms.app.uploads import UploadLimits, check_upload, check_video_upload, prepare_upload, visitor_name
 from svd_ms.errors import ImageError, ParamError, VideoError
@@ -70,21 +71,6 @@ def test_upload_is_prepared_exactly_as_the_cli_prepares_it(tmp_path):
 
 
 # ---- hostile uploads: one line each, nothing unpacked or read beyond the checks ----------------
-
-def png_bomb(width, height):
-    """A real PNG whose pixel data inflates to width x height x 3 bytes of zeros (gigabytes) from a
-    few MB: one compressed megabyte, repeated (a full flush makes each copy stand alone)."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    mb = b"\0" * 2**20
-    comp = zlib.compressobj(9)
-    first = comp.compress(mb) + comp.flush(zlib.Z_FULL_FLUSH)
-    again = comp.compress(mb) + comp.flush(zlib.Z_FULL_FLUSH)
-    copies = (width * 3 + 1) * height // 2**20
-    idat = first + again * (copies - 1) + comp.flush()
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-
 
 def _one_line_refusal(call, error=ImageError):
     import time
