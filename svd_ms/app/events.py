@@ -1,6 +1,8 @@
 """The page's events: each tab's form turned into a service Request, the job followed until it
 ends (queue position, progress, live preview, finished clips), cancel, and the history's "use these
-settings again". Every event has a stable `api_name`."""
+settings again". Every event has a stable `api_name` (generate_image_to_video, generate_orbit,
+generate_video_to_video, cancel_mine, ...), apart from the script endpoints of svd_ms.app.api
+(/image_to_video, /status, /cancel), which take the short names."""
 from typing import Any, Dict, List
 
 from ..errors import ParamError, SVDError, one_line
@@ -206,14 +208,16 @@ class PageEvents:
 
         ui["generate"].click(runner(self.image_request, "image_to_video"),
                              shared | {ui[k] for k in ("upload", "use_example", "width", "height", "num_clips")},
-                             results, concurrency_limit=limit, show_progress="hidden", api_name="image_to_video")
+                             results, concurrency_limit=limit, show_progress="hidden",
+                             api_name="generate_image_to_video")
         ui["orbit_generate"].click(runner(self.orbit_request, "orbit"),
                                    shared | {ui[k] for k in ("orbit_upload", "keep_background", "view_size",
                                                              "camera")},
-                                   results, concurrency_limit=limit, show_progress="hidden", api_name="orbit")
+                                   results, concurrency_limit=limit, show_progress="hidden",
+                                   api_name="generate_orbit")
         ui["video_generate"].click(runner(self.video_request, "video_to_video"),
                                    shared | {ui["video_upload"], ui["strength"]}, results, concurrency_limit=limit,
-                                   show_progress="hidden", api_name="video_to_video")
+                                   show_progress="hidden", api_name="generate_video_to_video")
         def cancel(request: gr.Request):
             return self.cancel_mine(request)
 
@@ -226,7 +230,7 @@ class PageEvents:
         def use_again(index, request: gr.Request):
             return self.use_again(index, request)
 
-        ui["cancel"].click(cancel, None, ui["message"], concurrency_limit=None, api_name="cancel")
+        ui["cancel"].click(cancel, None, ui["message"], concurrency_limit=None, api_name="cancel_mine")
         ui["upload"].upload(self.show_upload, ui["upload"], [ui["preview"], ui["use_example"], ui["message"]],
                             concurrency_limit=None, api_name="check_image")
         ui["upload"].clear(lambda: (None, False), None, [ui["preview"], ui["use_example"]], concurrency_limit=None,

@@ -41,9 +41,10 @@ def test_an_svd_page_has_its_tabs_and_hides_the_orbit():
     for folded in ("more-settings", "cache-settings"):
         assert isinstance(by_id[folded], gr.Accordion) and by_id[folded].open is False
     names = {d.api_name for d in page.fns.values() if d.api_name}
-    assert {"image_to_video", "orbit", "video_to_video", "cancel", "history", "random_seed"} <= names
+    assert {"generate_image_to_video", "generate_orbit", "generate_video_to_video", "cancel_mine", "history",
+            "random_seed"} <= names
     # the generate click hands every shared control to the handler, so their values reach the request
-    generate = next(d for d in page.fns.values() if d.api_name == "image_to_video")
+    generate = next(d for d in page.fns.values() if d.api_name == "generate_image_to_video")
     assert {by_id[k]._id for k in ("cache", "cache_interval", "frames", "lora", "num-clips")} <= \
         {c._id for c in generate.inputs}
 
