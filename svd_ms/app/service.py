@@ -18,7 +18,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .. import record
+from .. import record, sv3d
 from ..errors import GenerationCancelled, ParamError, SVDError, UsageError, one_line
 from ..jobs.settings import check_output_dir
 from ..params import SVDParams
@@ -198,6 +198,9 @@ class GenerationService:
             raise ParamError("image", "no image: upload one")
         if request.camera and not (request.kind == ORBIT and caps.camera):
             raise ParamError("camera", "this model takes no camera path (an sv3d_p model does)")
+        if request.camera:  # one view per frame, checked before the request waits in the queue
+            frames = self.pipeline.resolve(self.validate(request.overrides))["num_frames"]
+            sv3d.camera_path(frames, request.camera.get("elevations_deg"), request.camera.get("azimuths_deg"))
         if request.lora:
             if self.lora_folder is None:
                 raise ParamError("lora", "this server has no LoRA folder (start it with --lora_dir)")

@@ -65,7 +65,8 @@ class Server:
     def ready(self):
         while _get_or_none(self.url) != 200:
             assert self.proc.poll() is None, f"the app exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}"
-            assert time.perf_counter() - self.t0 < START_S, f"the app did not serve in {START_S} s:\n{self.log.read_text()}"
+            assert time.perf_counter() - self.t0 < START_S, \
+                f"the app did not serve in {START_S} s:\n{self.log.read_text()}"
             time.sleep(0.5)
         print(f"\n[web] {self.log.stem} serving after {time.perf_counter() - self.t0:.1f} s")
         return {"url": self.url, "out": self.out, "proc": self.proc, "log": self.log}
@@ -293,7 +294,8 @@ def test_chained_clips_arrive_one_by_one_then_video_to_video_and_the_history(app
     page.wait_for_function("document.querySelector('#video-upload').innerText.includes('.mp4')")
     page.click("#video-generate")
     page.wait_for_function("""src => { const v = document.querySelector('#result-video video');
-        return v && v.currentSrc && v.currentSrc !== src && document.querySelector('#status').innerText.startsWith('Done'); }""",
+        return v && v.currentSrc && v.currentSrc !== src
+            && document.querySelector('#status').innerText.startsWith('Done'); }""",
                            arg=meta["src"], timeout=GENERATE_S * 1000)
     meta = _video_metadata(page)
     _check_video(meta, FRAMES, WIDTH, HEIGHT)

@@ -17,7 +17,7 @@ from conftest import ROOT
 from svd_ms import media
 from svd_ms.app.service import CANCELLED, DONE, FAILED, QUEUED, RUNNING, GenerationService, QueueFullError, Request
 from svd_ms.app.uploads import UploadLimits, check_upload, prepare_upload
-from svd_ms.errors import GenerationCancelled, NonFiniteError, ParamError
+from svd_ms.errors import GenerationCancelled, InputError, NonFiniteError, ParamError
 from svd_ms.params import SVDParams
 
 DEMO_CONFIG = os.path.join(ROOT, "configs", "demo", "tiny_random.yaml")
@@ -380,6 +380,8 @@ def test_orbit_service_records_its_camera_and_refuses_image_to_video(tmp_path):
         with pytest.raises(ParamError, match="does not do image to video"):
             svc.submit(Request(_frame(), seed=1))
         camera = {"elevations_deg": [5.0, 10.0, 15.0], "azimuths_deg": [120.0, 240.0, 0.0]}
+        with pytest.raises(InputError, match="elevations_deg: give one number or 4"):  # 4 frames, 3 views: at once
+            svc.submit(Request(_frame(64, 64), seed=2, kind="orbit", camera=camera, overrides={"num_frames": 4}))
         job = svc.submit(Request(_frame(64, 64), seed=2, kind="orbit", camera=camera, keep_background=True,
                                  height=64, width=64, image_info={"path": "object.png"}))
         assert job.wait(WAIT_S) and job.state == DONE, job.error
