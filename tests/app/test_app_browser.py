@@ -32,6 +32,8 @@ FRAMES, STEPS, WIDTH, HEIGHT, FPS = 3, 2, 128, 64, 7
 SV3D_P = [f"--SVD.config={REFERENCE}/tiny_sv3d_p.sgm.yaml", f"--SVD.checkpoint={REFERENCE}/tiny_sv3d_p.safetensors"]
 SV3D_IMAGE = os.path.join(REFERENCE, "tiny_sv3d_p.input.png")
 VIEWS, VIEW_SIDE = 5, 64
+DEMO_CONFIG = os.path.join(ROOT, "configs", "demo", "tiny_random.yaml")
+LORA_FILE, LORA_SCALE = "style.safetensors", 0.8
 
 
 def _free_port():
@@ -81,10 +83,25 @@ class Server:
         print(f"[web] {self.log.stem} log tail:\n{self.log.read_text()[-800:]}")
 
 
+def _adapter_folder(tmp_path_factory):
+    """A --lora_dir holding one adapter for the demo model's UNet (random, in diffusers' names)."""
+    from lora_adapters import write_adapter
+    from omegaconf import OmegaConf
+
+    from svd_ms.util import instantiate_from_config
+    folder = tmp_path_factory.mktemp("adapters")
+    unet = instantiate_from_config(OmegaConf.load(DEMO_CONFIG).model.params.network_config)
+    write_adapter(folder / LORA_FILE, unet, seed=3, size=0.3)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
-    """Both servers start at once (their start-up, mostly imports, overlaps)."""
-    started = {"svd": Server(tmp_path_factory, "svd", []), "sv3d_p": Server(tmp_path_factory, "sv3d_p", SV3D_P)}
+    """Both servers run at once (their start-up, mostly imports, overlaps the adapter's writing)."""
+    started = {"sv3d_p": Server(tmp_path_factory, "sv3d_p", SV3D_P)}
+    folder = _adapter_folder(tmp_path_factory)
+    started["svd"] = Server(tmp_path_factory, "svd", [f"--lora_dir={folder}"])
+    started["svd"].lora_dir = folder
     try:
         yield started
     finally:
@@ -94,7 +111,7 @@ def servers(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def app(servers):
-    return servers["svd"].ready()
+    return dict(servers["svd"].ready(), lora_dir=servers["svd"].lora_dir)
 
 
 @pytest.fixture(scope="module")
@@ -275,6 +292,13 @@ def test_chained_clips_arrive_one_by_one_then_video_to_video_and_the_history(app
     for elem_id, value in (("steps", STEPS), ("frames", FRAMES), ("width", WIDTH), ("height", HEIGHT),
                            ("num-clips", 2)):
         _set_number(page, elem_id, value)
+    page.locator("#lora-settings").get_by_text("LoRA adapters").click()  # unfold, then give the adapter a scale
+    assert LORA_FILE in page.locator("#lora").inner_text()
+    page.locator("#lora tbody tr").first.locator("[data-editable='true']").last.dblclick(force=True)
+    page.keyboard.press("ControlOrMeta+a")
+    page.keyboard.type(str(LORA_SCALE))
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"document.querySelector('#lora tbody').innerText.includes('{LORA_SCALE}')")
     page.click("#generate")
     # the first clip is on the page while the second is still being made
     page.wait_for_function("document.querySelectorAll('#clips video, #clips img').length >= 1",
@@ -287,6 +311,7 @@ def test_chained_clips_arrive_one_by_one_then_video_to_video_and_the_history(app
     _check_video(meta, 2 * FRAMES - 1, WIDTH, HEIGHT)
     record = _record_of(app, meta)
     assert record["clips"] == 2 and record["frames"] == 2 * FRAMES - 1 and "--SVD.num_clips=2" in record["reproduce"]
+    assert record["settings"]["lora"] == [f"{app['lora_dir'].resolve() / LORA_FILE}:{LORA_SCALE}"], record["settings"]
     chain_video = app["out"] / meta["src"].rsplit("/", 1)[-1]
 
     page.click("button[role=tab]:has-text('Video to video')")
