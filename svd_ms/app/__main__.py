@@ -1,7 +1,9 @@
-"""`python -m svd_ms.app`: serve the image-to-video web page.
+"""`python -m svd_ms.app`: serve the web page (image to video, chained clips, video to video, SV3D
+orbits: what the served model does; LoRA adapters from --lora_dir).
 
     python -m svd_ms.app                                    # the bundled UNTRAINED demo on 127.0.0.1:7860
     python -m svd_ms.app --SVD.config=configs/svd_xt.yaml --SVD.checkpoint=checkpoints/svd_xt.ckpt
+    python -m svd_ms.app --SVD.config=configs/sv3d_p.yaml --SVD.checkpoint=checkpoints/sv3d_p.safetensors
 
 The `--SVD.*` flags are image_to_video.py's (svd_ms.params.SVDParams). The model is built once,
 before the page is served. Nothing is shared publicly: the server listens on --host only.
@@ -61,6 +63,12 @@ def build_parser():
                         help="Largest upload in pixels, read from the header before decoding (decompression bombs).")
     parser.add_argument("--keep_outputs", type=int, default=100,
                         help="Results kept in --output_dir; older ones are deleted.")
+    parser.add_argument("--lora_dir", type=Optional[str], default=None,
+                        help="Folder of LoRA adapter files (.safetensors) visitors may pick, each with a scale; "
+                        "merged into the served model per request without reloading it. Unset: no LoRA on the page.")
+    parser.add_argument("--shared_history", type=bool, default=False,
+                        help="Show every visitor the server's whole history; unset, each page session sees its own "
+                        "results only.")
     return parser
 
 
@@ -78,7 +86,9 @@ def _default_pipeline_factory(params: SVDParams):
     return SVDInferPipeline(params=params)
 
 
-def page_info(service, params: SVDParams, device_target: str, mode: int, limits, example: Optional[str]):
+def page_info(service, params: SVDParams, device_target: str, mode: int, limits, example: Optional[str],
+              shared_history: bool = False):
+    from .capabilities import capabilities_of
     from .ui import PageInfo
 
     pipe = service.pipeline
@@ -88,11 +98,16 @@ def page_info(service, params: SVDParams, device_target: str, mode: int, limits,
     model_line = (f"Model `{config}`, {weights}; {device_target}, "
                   f"{'graph' if mode == 0 else 'PyNative'} mode, precision {params.amp_level}. "
                   f"One generation at a time; others wait in a queue.")
-    return PageInfo(title="svd-ms: image to video" + (" (UNTRAINED demo)" if service.untrained else ""),
+    caps = getattr(service, "capabilities", None) or capabilities_of(pipe, params.sampler, None)
+    folder = getattr(service, "lora_folder", None)
+    what = "an orbit (SV3D)" if caps.orbit else "image to video"
+    return PageInfo(title=f"svd-ms: {what}" + (" (UNTRAINED demo)" if service.untrained else ""),
                     model_line=model_line, untrained=service.untrained, num_frames=sizes["num_frames"],
                     num_steps=sizes["num_steps"], fps=params.fps, motion_bucket_id=params.motion_bucket_id,
                     noise_aug_strength=sizes["noise_aug_strength"], decode_chunk_size=params.decode_chunk_size,
-                    example_image=example, limits=limits)
+                    example_image=example if caps.image_to_video else None, limits=limits, capabilities=caps,
+                    sampler=params.sampler, lora_names=tuple(folder.names()) if folder else (),
+                    shared_history=shared_history)
 
 
 def main(argv: Optional[Sequence[str]] = None, pipeline_factory: Optional[Callable] = None) -> int:
@@ -115,13 +130,13 @@ def main(argv: Optional[Sequence[str]] = None, pipeline_factory: Optional[Callab
                   "so on every result", file=sys.stderr, flush=True)
         service = GenerationService(params, pipeline_factory or _default_pipeline_factory, cfg.output_dir,
                                     device_target=target, mode=mode, max_queue=cfg.max_queue,
-                                    keep_outputs=cfg.keep_outputs)
+                                    keep_outputs=cfg.keep_outputs, lora_dir=cfg.lora_dir)
         print(f"building the model ({params.config}) ...", flush=True)
         service.start()
         print(f"model ready in {service.model_load_s:.1f} s", flush=True)
         example = str(DEMO_IMAGE) if DEMO_IMAGE.is_file() else None
         from .ui import build_page
-        page = build_page(service, page_info(service, params, target, mode, limits, example))
+        page = build_page(service, page_info(service, params, target, mode, limits, example, cfg.shared_history))
         page.queue(max_size=cfg.max_queue + 8)
         # share=False: no public tunnel. allowed_paths: the output directory and nothing else of
         # this machine (uploads and Gradio's own cache are served by Gradio's rules).

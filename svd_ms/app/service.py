@@ -7,26 +7,24 @@ like a finished one, so the next job starts. Each finished job leaves an H.264 m
 sidecar in the service's own output directory, and nothing else anywhere. Knows nothing of
 Gradio.
 """
-import contextlib
 import itertools
 import secrets
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, Mapping, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .. import record
-from ..errors import GenerationCancelled, SVDError, UsageError, one_line
+from .. import record, sv3d
+from ..errors import GenerationCancelled, ParamError, SVDError, UsageError, one_line
 from ..jobs.settings import check_output_dir
-from ..media import remove_path, to_uint8, write_json, write_video
 from ..params import SVDParams
-from ..runtime import PeakMemory
 from ..seeds import check_seed
+from .capabilities import Capabilities, LoRAFolder, capabilities_of
+from .runs import IMAGE_TO_VIDEO, KINDS, ORBIT, VIDEO_TO_VIDEO, remove_files, run_job
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 FINAL_STATES = (DONE, FAILED, CANCELLED)
@@ -38,17 +36,25 @@ class QueueFullError(SVDError):
 
 @dataclass
 class Request:
-    """One generation: the conditioning frame (uint8 HxWx3, sides multiples of 64), its seed and the
-    per-call sampling settings (`SVDParams` fields). `height`/`width`: the size the visitor asked
-    for, as the command line's --height/--width (None: the image's own size), recorded so that the
-    sidecar's reproduce command prepares the upload the same way."""
-    image: np.ndarray
+    """One generation: the conditioning frame (uint8 HxWx3, sides multiples of 64; an orbit's
+    cut-out already recentred; None for video to video, conditioned on the clip's first frame), its
+    seed and the per-call sampling settings (`SVDParams` fields, `num_clips` for chained clips,
+    `strength` for video to video). `height`/`width`: the size the visitor asked for, as the
+    command line's --height/--width (None: the input's own size), recorded so that the sidecar's
+    reproduce command prepares the upload the same way."""
+    image: Optional[np.ndarray]
     seed: int
     overrides: Dict[str, Any] = field(default_factory=dict)
     image_info: Dict[str, Any] = field(default_factory=dict)
     owner: Optional[str] = None  # the page session that asked, so that its cancel button finds it
     height: Optional[int] = None
     width: Optional[int] = None
+    kind: str = IMAGE_TO_VIDEO
+    video: Optional[str] = None  # video to video: the uploaded clip (a file the page received)
+    video_info: Dict[str, Any] = field(default_factory=dict)
+    camera: Optional[Dict[str, Any]] = None  # orbit: elevations_deg, azimuths_deg (sv3d_p)
+    keep_background: bool = False  # orbit: recorded; the cut-out was made by the page
+    lora: Sequence[Tuple[str, float]] = ()  # adapter file names in --lora_dir, with their scales
 
 
 @dataclass
@@ -69,6 +75,12 @@ class Job:
         self.video_path: Optional[Path] = None
         self.sidecar_path: Optional[Path] = None
         self.record: Optional[Dict[str, Any]] = None
+        self.clips: List[Path] = []  # the finished clips of a chain, as they arrive
+        self.num_clips = 1
+        self.thumbnail: Optional[np.ndarray] = None
+        self.preview: Optional[np.ndarray] = None  # the latest live preview (uint8 HxWx3)
+        self.preview_count = 0
+        self.preview_fn: Optional[Callable[[Any], Optional[np.ndarray]]] = None
         self.submitted = time.time()
         self.started: Optional[float] = None
         self.finished: Optional[float] = None
@@ -85,6 +97,10 @@ class Job:
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         return self._done.wait(timeout)
+
+    def set_preview(self, image: Optional[np.ndarray]) -> None:
+        if image is not None:
+            self.preview, self.preview_count = image, self.preview_count + 1
 
     def _finish(self, state: str, error: Optional[str] = None) -> None:
         self.state, self.error, self.finished = state, error, time.time()
@@ -103,7 +119,7 @@ class GenerationService:
 
     def __init__(self, params: SVDParams, pipeline_factory: Callable[[SVDParams], Any], output_dir: str,
                  device_target: str = "CPU", mode: int = 1, max_queue: int = 8, keep_outputs: int = 100,
-                 setup: Optional[Callable[[], None]] = None):
+                 setup: Optional[Callable[[], None]] = None, lora_dir: Optional[str] = None):
         if max_queue < 1:
             raise UsageError(f"--max_queue={max_queue} must be at least 1")
         if keep_outputs < 1:
@@ -116,6 +132,9 @@ class GenerationService:
         self.max_queue = max_queue
         self.keep_outputs = keep_outputs
         self._setup = setup
+        self.lora_folder = LoRAFolder(lora_dir) if lora_dir else None
+        self._lora_switch = None
+        self.capabilities: Optional[Capabilities] = None
         self.pipeline = None
         self.model_load_s: Optional[float] = None
         self._cond = threading.Condition()
@@ -127,7 +146,7 @@ class GenerationService:
         self._stopping = False
         self._thread: Optional[threading.Thread] = None
         self._counter = itertools.count(1)
-        self._context = record.run_context(device_target, mode)
+        self.run_context = record.run_context(device_target, mode)
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def start(self, timeout: Optional[float] = None) -> "GenerationService":
@@ -163,11 +182,56 @@ class GenerationService:
         self._ready.wait()
         return self.pipeline.call_params(**overrides)
 
+    def check_request(self, request: Request) -> None:
+        """What the model must support for this request (ParamError naming it)."""
+        caps = self.capabilities
+        if request.kind not in KINDS:
+            raise ParamError("kind", f"unknown kind of run {request.kind!r}; one of {', '.join(KINDS)}")
+        if request.kind not in caps.kinds():
+            raise ParamError("kind", f"this server's model does not do {request.kind.replace('_', ' ')}")
+        if request.overrides.get("num_clips", 1) not in (None, 1) and (request.kind != IMAGE_TO_VIDEO
+                                                                       or not caps.chained):
+            raise ParamError("num_clips", "chained clips start from an image on an SVD model; this run makes one clip")
+        if request.kind == VIDEO_TO_VIDEO and not request.video:
+            raise ParamError("video", "no video: upload a clip")
+        if request.kind != VIDEO_TO_VIDEO and request.image is None:
+            raise ParamError("image", "no image: upload one")
+        if request.camera and not (request.kind == ORBIT and caps.camera):
+            raise ParamError("camera", "this model takes no camera path (an sv3d_p model does)")
+        if request.camera:  # one view per frame, checked before the request waits in the queue
+            frames = self.pipeline.resolve(self.validate(request.overrides))["num_frames"]
+            sv3d.camera_path(frames, request.camera.get("elevations_deg"), request.camera.get("azimuths_deg"))
+        if request.lora:
+            if self.lora_folder is None:
+                raise ParamError("lora", "this server has no LoRA folder (start it with --lora_dir)")
+            request.lora = self.lora_folder.check(request.lora)
+
+    def lora_path(self, name: str) -> str:
+        return self.lora_folder.path_of(name)
+
+    def use_lora(self, picks: Sequence[Tuple[str, float]]) -> None:
+        """Merge exactly these adapters into the served model (worker thread only); nothing to do
+        on a server without --lora_dir."""
+        if self.lora_folder is None:
+            return
+        if self._lora_switch is None:
+            from ..lora.switch import LoRASwitch
+            self._lora_switch = LoRASwitch(self.pipeline.engine)
+        self._lora_switch.use([(self.lora_path(name), scale) for name, scale in picks])
+
+    def history(self, owner: Optional[str] = None) -> List[Job]:
+        """This server's finished results still on disk, newest first; `owner` keeps one page
+        session's only."""
+        with self._cond:
+            done = list(self._written)
+        return [j for j in reversed(done) if owner is None or j.request.owner == owner]
+
     def submit(self, request: Request) -> Job:
         """Queue a request after checking its settings (ParamError) and the queue's length
         (QueueFullError). Returns at once."""
         self.validate(request.overrides)
         check_seed(request.seed)
+        self.check_request(request)
         with self._cond:
             if self._stopping:
                 raise QueueFullError("the server is shutting down")
@@ -219,6 +283,8 @@ class GenerationService:
             t0 = time.perf_counter()
             self.pipeline = self.pipeline_factory(self.params)
             self.model_load_s = time.perf_counter() - t0
+            self.capabilities = capabilities_of(self.pipeline, self.params.sampler,
+                                                self.lora_folder and str(self.lora_folder.folder))
         except BaseException as exc:  # reported by start()
             self._build_error = exc
             return
@@ -235,7 +301,9 @@ class GenerationService:
                 job.progress.stage = "preparing"
                 self._running = job
             try:
-                self._run(job)
+                run_job(self, job)
+                self._forget_old(job)
+                job._finish(DONE)
             except GenerationCancelled:
                 job._finish(CANCELLED, "cancelled")
             except Exception as exc:  # a failed job frees the device like a finished one
@@ -245,69 +313,6 @@ class GenerationService:
                     self._running = None
                     self._cond.notify_all()
 
-    def _run(self, job: Job) -> None:
-        pipe, req = self.pipeline, job.request
-        params = pipe.call_params(**req.overrides)
-        sizes = pipe.resolve(params)
-        steps, chunks = sizes["num_steps"], -(-sizes["num_frames"] // sizes["decode_chunk_size"])
-        job.progress.total = steps + chunks
-
-        def on_step(info) -> bool:
-            done = info.index + 1 + (steps if info.stage == "decoding" else 0)
-            unit = "step" if info.stage == "sampling" else "chunk"
-            job.progress.stage, job.progress.done = info.stage, done
-            job.progress.detail = f"{info.stage} {unit} {info.index + 1}/{info.total}"
-            return not job.cancel_requested
-
-        memory = PeakMemory(self.device_target)
-        memory.reset()
-        t0 = time.perf_counter()
-        result = pipe.generate(req.image, seed=req.seed, callback=on_step, **req.overrides)
-        if job.cancel_requested:
-            raise GenerationCancelled("cancelled")
-        video = np.asarray(result.video)
-        if video.ndim != 4 or video.shape[1] != 3:
-            raise SVDError(f"the pipeline returned shape {video.shape}, expected (frames, 3, height, width)")
-        if not np.isfinite(video).all():
-            raise SVDError("NaN or inf in the decoded frames; nothing written")
-        job.progress.stage, job.progress.detail = "writing", "writing the video"
-        frames = to_uint8(video)
-        base = f"web_{datetime.now().strftime('%Y%m%d-%H%M%S')}_{job.id}_seed{req.seed}"
-        video_path, sidecar_path = self.output_dir / f"{base}.mp4", self.output_dir / f"{base}.json"
-        sidecar = self._new_record(job, params, sizes, frames, result, video_path)
-        t_write = time.perf_counter()
-        write_video(frames, video_path, "mp4", params.fps)
-        try:
-            timings = record.timings(result.timings, queued_s=job.started - job.submitted,
-                                     write_s=time.perf_counter() - t_write, total_s=time.perf_counter() - t0,
-                                     model_load_s=self.model_load_s)
-            sidecar = record.complete_record(sidecar, video_path, timings, memory.read())
-            write_json(sidecar_path, sidecar)
-        except BaseException:
-            remove_path(video_path)
-            raise
-        job.video_path, job.sidecar_path, job.record = video_path, sidecar_path, sidecar
-        job.progress.done = job.progress.total
-        self._forget_old(job)
-        job._finish(DONE)
-
-    def _new_record(self, job: Job, params: SVDParams, sizes: Mapping[str, Any], frames: np.ndarray, result,
-                    video_path: Path) -> Dict[str, Any]:
-        """The sidecar (svd_ms.record, the batch job's format). The reproduce command names the
-        upload as the visitor called it: run with that file, it makes the same video, since the
-        page prepares uploads exactly as the command line prepares images."""
-        req = job.request
-        seed = req.seed if getattr(result, "seed", None) is None else int(result.seed)
-        output = {"height": req.height, "width": req.width, "output_format": "mp4"}
-        name = req.image_info.get("path") or "<the uploaded image>"
-        reproduce = record.reproduce_command(params, [("image", name)],
-                                             dict(output, mode=self.mode, device_target=self.device_target,
-                                                  seed=seed))
-        return record.new_record(
-            video_path=video_path, output_format="mp4", frames=frames, fps=params.fps, seed=seed, params=params,
-            settings=record.video_settings(params, output), resolved=sizes, input_info=req.image_info,
-            untrained=self.untrained, reproduce=reproduce, context=self._context, source="web page")
-
     def _forget_old(self, job: Job) -> None:
         """Keep the newest `keep_outputs` results on disk, so that a server left running does not
         fill its disk; older files are removed (only those this service wrote)."""
@@ -315,6 +320,4 @@ class GenerationService:
             self._written.append(job)
             old = [self._written.popleft() for _ in range(max(0, len(self._written) - self.keep_outputs))]
         for o in old:
-            for p in (o.video_path, o.sidecar_path):
-                with contextlib.suppress(OSError):
-                    p.unlink()
+            remove_files([o.video_path, o.sidecar_path, *o.clips])

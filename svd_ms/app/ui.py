@@ -1,23 +1,24 @@
 """The page: Gradio components and their wiring to a GenerationService. No model code here; the
-service owns the pipeline.
+service owns the pipeline. One tab per kind of run the served model supports (image to video with
+chained clips, orbit, video to video; svd_ms.app.capabilities), shared sampling settings with the
+rarely changed ones folded away, LoRA adapters, one result panel and the history.
 
-Element ids (#image-upload, #generate, #cancel, #status, #message, #result-video, #download,
-#sidecar, ...) are part of the page's contract: the browser test drives the page through them.
+Element ids (#image-upload, #generate, #orbit-generate, #video-generate, #cancel, #status,
+#message, #live-preview, #clips, #result-video, #download, #sidecar, #history-gallery, ...) are
+part of the page's contract: the browser test drives the page through them. Every event has a
+stable `api_name`.
 """
 import dataclasses
-import html
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
-from ..errors import ParamError, SVDError, one_line
 from ..params import SVDParams
-from ..seeds import SEED_MOD, draw_seed
+from ..seeds import SEED_MOD
 from .api import register_api
-from .service import CANCELLED, DONE, FAILED, GenerationService, Request
-from .uploads import UploadLimits, check_upload, prepare_upload
+from .capabilities import Capabilities
+from .forms import CONFIG_DEFAULT, status_html
+from .uploads import UploadLimits
 
-POLL_S = 0.25
-PREVIEW_SIDE = 512
 SIZE_HELP = ("Multiple of 64 (64, 128, ..., 1024): the latents are 1/8 of the image and the UNet halves them "
              "three times. The image is scaled to cover width x height and its centre is cut out. Empty: the "
              "image's own size, each side brought down to a multiple of 64 (one empty side follows the aspect "
@@ -27,6 +28,8 @@ CSS = """
 #message .svd-error {color: #b00020; font-weight: 600;}
 #status progress {width: 100%; height: 14px;}
 """
+PLAIN_SVD = Capabilities(image_to_video=True, orbit=False, camera=False, video_to_video=True, chained=True,
+                         fast_preset=False, lora=False)
 
 
 @dataclass
@@ -43,60 +46,23 @@ class PageInfo:
     decode_chunk_size: Optional[int]
     example_image: Optional[str]
     limits: UploadLimits
-
-
-def status_html(text: str, done: int = 0, total: int = 0) -> str:
-    bar = f'<progress value="{done}" max="{max(total, 1)}"></progress>' if total else ""
-    return f'<div class="svd-status">{bar}<div class="svd-status-text">{html.escape(text)}</div></div>'
-
-
-def message_html(text: str = "", error: bool = True) -> str:
-    if not text:
-        return ""
-    css = "svd-error" if error else "svd-note"
-    return f'<div class="{css}" role="alert">{"Error: " if error else ""}{html.escape(text)}</div>'
-
-
-def _as_int(name: str, value) -> Optional[int]:
-    """A page number as an int; a fraction is the visitor's mistake, reported by name."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, float):
-        if not value.is_integer():
-            raise ParamError(name, f"{name}={value} must be a whole number")
-        value = int(value)
-    return value
-
-
-def _page_words(note: str) -> str:
-    """A note written for the CLI, in the page's words (its fields instead of flags)."""
-    for flag, field in (("--width=", "width "), ("--height=", "height "), ("--width/--height", "width/height"),
-                        ("--SVD.noise_aug_strength", "noise augmentation")):
-        note = note.replace(flag, field)
-    return note
-
-
-def _thumbnail(img):
-    img = img.copy()
-    img.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
-    return img
-
-
-# ---- sampler and guidance controls -----------------------------------------------------------
-CONFIG_DEFAULT = "(the config's)"
-CACHE_NUMBERS = ("cache_interval", "cache_branch")
+    capabilities: Capabilities = PLAIN_SVD
+    sampler: Optional[str] = None  # the server's --SVD.sampler (None: the config's)
+    lora_names: tuple = ()
+    shared_history: bool = False
 
 
 def sampling_controls(info: PageInfo) -> Dict[str, Any]:
     """{SVDParams field name: component} for the sampler and guidance options; empty or
-    CONFIG_DEFAULT values keep the model config's own."""
+    CONFIG_DEFAULT values keep the model config's own. The sampler starts at the server's."""
     import gradio as gr
 
     from ..sampling_options import GUIDERS, SAMPLERS
     with gr.Row():
         controls = {
-            "sampler": gr.Dropdown([CONFIG_DEFAULT, *SAMPLERS], value=CONFIG_DEFAULT, label="Sampler",
-                                   elem_id="sampler", info="lcm: AnimateLCM's 4-step sampler (needs its weights)"),
+            "sampler": gr.Dropdown([CONFIG_DEFAULT, *SAMPLERS], value=info.sampler or CONFIG_DEFAULT,
+                                   label="Sampler", elem_id="sampler",
+                                   info="lcm: AnimateLCM's 4-step sampler (needs its weights)"),
             "guider": gr.Dropdown([CONFIG_DEFAULT, *GUIDERS], value=CONFIG_DEFAULT, label="Guidance",
                                   elem_id="guider", info="none: no guidance, one UNet pass per step"),
             # Text, not numbers: an empty field must mean "the config's", and Gradio shows None as 0.
@@ -132,39 +98,45 @@ def cache_controls() -> Dict[str, Any]:
             }
 
 
-def _option(name: str, value):
-    if isinstance(value, str):
-        value = value.strip()
-    if value in (None, "", CONFIG_DEFAULT):
-        return None
-    if name in CACHE_NUMBERS:
-        return _as_int(name, value)
-    if name.endswith("guidance_scale"):
-        try:
-            return float(value)
-        except ValueError:
-            raise ParamError(name, f"{name} must be a number, got {value!r}") from None
-    return value
-
-
-def _overrides(frames, steps, motion, fps, noise, chunk, extra: Dict[str, Any]) -> Dict[str, Any]:
-    # An empty decode chunk arrives as 0 or None: both mean all frames at once.
-    values = {"num_frames": _as_int("num_frames", frames), "num_steps": _as_int("num_steps", steps),
-              "motion_bucket_id": _as_int("motion_bucket_id", motion), "fps": _as_int("fps", fps),
-              "noise_aug_strength": noise, "decode_chunk_size": _as_int("decode_chunk_size", chunk) or None}
-    for key in ("motion_bucket_id", "fps", "noise_aug_strength"):
-        if values[key] is None:
-            raise ParamError(key, f"{key} is empty: give a value")
-    for name, value in extra.items():
-        value = _option(name, value)
-        if value is not None or name not in CACHE_NUMBERS:  # an emptied cache number keeps the default
-            values[name] = value
-    return values
-
-
-def build_page(service: GenerationService, info: PageInfo):
+def settings_panel(info: PageInfo) -> Dict[str, Any]:
+    """The settings every kind of run shares, by name: frames, steps and seed in sight; motion,
+    fps, noise, decode chunk, sampler, guidance and cache folded away; the LoRA picker."""
     import gradio as gr
 
+    from .tabs import LORA_HEADERS, lora_rows
+    c: Dict[str, Any] = {}
+    with gr.Row():
+        c["frames"] = gr.Number(label="Frames", value=info.num_frames, precision=0, elem_id="frames")
+        c["steps"] = gr.Number(label="Sampling steps", value=info.num_steps, precision=0, elem_id="steps")
+    with gr.Row():
+        c["seed"] = gr.Number(label="Seed", value=42, precision=0, elem_id="seed", info=f"0 to {SEED_MOD - 1}")
+        c["randomize"] = gr.Button("Random seed", size="sm", elem_id="randomize")
+    with gr.Accordion("More settings", open=False, elem_id="more-settings"):
+        with gr.Row():
+            c["motion"] = gr.Slider(0, 255, value=info.motion_bucket_id, step=1, label="Motion bucket",
+                                    info="0-255, more is more motion", elem_id="motion")
+            c["fps"] = gr.Slider(1, 60, value=info.fps, step=1, label="Frames per second",
+                                 info="Conditions the model and sets the playback rate", elem_id="fps")
+        with gr.Row():
+            c["noise"] = gr.Number(label="Noise augmentation", value=info.noise_aug_strength, step=0.01,
+                                   info="Noise added to the conditioning image (cond_aug)", elem_id="noise")
+            c["chunk"] = gr.Number(label="Decode chunk size", value=info.decode_chunk_size, precision=0,
+                                   info="Frames decoded at once; 0 or empty: all. Lower saves memory", elem_id="chunk")
+        c["extra"] = sampling_controls(info)
+    with gr.Accordion("LoRA adapters", open=False, elem_id="lora-settings", visible=info.capabilities.lora):
+        c["lora"] = gr.Dataframe(value=lora_rows(info.lora_names) or [["", 0.0]], headers=LORA_HEADERS,
+                                 datatype=["str", "number"],
+                                 col_count=(2, "fixed"), row_count=(max(1, len(info.lora_names)), "fixed"),
+                                 static_columns=[0], interactive=True, elem_id="lora",
+                                 label="Scale per adapter (0: not used); the files of the server's --lora_dir")
+    return c
+
+
+def build_page(service, info: PageInfo):
+    import gradio as gr
+
+    from .events import PageEvents
+    caps = info.capabilities
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])  # system fonts: nothing fetched
     with gr.Blocks(title=info.title, theme=theme, css=CSS, analytics_enabled=False,
@@ -174,148 +146,107 @@ def build_page(service: GenerationService, info: PageInfo):
             gr.Markdown("**UNTRAINED model: random weights.** This demo shows the whole path from image to "
                         "video; the video is noise. Serve real weights with `--SVD.checkpoint`.",
                         elem_id="untrained-banner")
-        use_example = gr.State(info.example_image is not None)
+        ui: Dict[str, Any] = {"use_example": gr.State(info.example_image is not None and caps.image_to_video),
+                              "picked": gr.State(None)}
         with gr.Row():
             with gr.Column(scale=1):
-                upload = gr.File(label=f"Image (PNG, JPEG, WebP, ...; at most {info.limits.max_bytes / 2**20:.0f} MB "
-                                 f"and {info.limits.max_pixels / 1e6:.0f} megapixels)",
-                                 file_types=["image"], type="filepath", file_count="single", elem_id="image-upload")
-                example_btn = gr.Button("Use the bundled example image", size="sm", elem_id="use-example",
-                                        visible=info.example_image is not None)
-                preview = gr.Image(label="Conditioning image", type="pil", interactive=False, height=220,
-                                   elem_id="preview", show_download_button=False)
-                with gr.Row():
-                    width = gr.Number(label="Width", value=None, precision=0, step=64, elem_id="width",
-                                      info=SIZE_HELP)
-                    height = gr.Number(label="Height", value=None, precision=0, step=64, elem_id="height",
-                                       info="Multiple of 64; see Width.")
-                with gr.Row():
-                    frames = gr.Number(label="Frames", value=info.num_frames, precision=0,
-                                       elem_id="frames")
-                    steps = gr.Number(label="Sampling steps", value=info.num_steps, precision=0,
-                                      elem_id="steps")
-                with gr.Row():
-                    motion = gr.Slider(0, 255, value=info.motion_bucket_id, step=1, label="Motion bucket",
-                                       info="0-255, more is more motion", elem_id="motion")
-                    fps = gr.Slider(1, 60, value=info.fps, step=1, label="Frames per second",
-                                    info="Conditions the model and sets the playback rate", elem_id="fps")
-                with gr.Row():
-                    noise = gr.Number(label="Noise augmentation", value=info.noise_aug_strength,
-                                      step=0.01, info="Noise added to the conditioning image (cond_aug)",
-                                      elem_id="noise")
-                    chunk = gr.Number(label="Decode chunk size", value=info.decode_chunk_size, precision=0,
-                                      info="Frames decoded at once; 0 or empty: all. Lower saves memory",
-                                      elem_id="chunk")
-                extra = sampling_controls(info)
-                with gr.Row():
-                    seed = gr.Number(label="Seed", value=42, precision=0, elem_id="seed",
-                                     info=f"0 to {SEED_MOD - 1}")
-                    randomize = gr.Button("Random seed", size="sm", elem_id="randomize")
-                with gr.Row():
-                    generate = gr.Button("Generate", variant="primary", elem_id="generate")
-                    cancel = gr.Button("Cancel", variant="stop", elem_id="cancel")
+                kinds = caps.kinds() or ["image_to_video"]
+                with gr.Tabs(selected=kinds[0], elem_id="kinds") as ui["tabs"]:  # the first the model can do
+                    _image_tab(ui, info)
+                    _orbit_tab(ui, info)
+                    _video_tab(ui, info)
+                ui.update(settings_panel(info))
+                ui["cancel"] = gr.Button("Cancel", variant="stop", elem_id="cancel")
             with gr.Column(scale=1):
-                status = gr.HTML(status_html("Ready."), elem_id="status")
-                message = gr.HTML("", elem_id="message")
-                video = gr.Video(label="Result" + (" (UNTRAINED model)" if info.untrained else ""),
-                                 interactive=False, autoplay=True, loop=True, elem_id="result-video")
-                download = gr.DownloadButton("Download the mp4", visible=False, elem_id="download")
-                sidecar = gr.JSON(label="Parameters used (the sidecar)", elem_id="sidecar")
-
-        def show_upload(path):
-            if path is None:
-                return None, False, ""
-            try:
-                img, _ = check_upload(path, info.limits)
-            except SVDError as exc:
-                return None, False, message_html(one_line(exc))
-            return _thumbnail(img), False, ""
-
-        def show_example():
-            img, _ = check_upload(info.example_image, info.limits)
-            return None, _thumbnail(img), True, ""
-
-        def initial_preview(selected):
-            if not selected or info.example_image is None:
-                return None
-            return _thumbnail(check_upload(info.example_image, info.limits)[0])
-
-        def run(values: Dict[Any, Any], request: gr.Request):
-            # Inputs come as one {component: value} dict, so that the sampling controls can be added
-            # without touching this signature.
-            path, selected, s = values[upload], values[use_example], values[seed]
-            outputs = dict.fromkeys((status, message, video, download, sidecar, preview, seed), gr.skip())
-            try:
-                if path is None and not (selected and info.example_image):
-                    raise SVDError("no image: upload one" + (" or use the bundled example" if info.example_image
-                                                             else ""))
-                source = path if path is not None else info.example_image
-                img, image_info = check_upload(source, info.limits)
-                want_h, want_w = _as_int("height", values[height]) or None, _as_int("width", values[width]) or None
-                array, image_info, warnings = prepare_upload(img, image_info, want_h, want_w, image_info["path"])
-                s = _as_int("seed", s)
-                if s is None:
-                    s = draw_seed()
-                    outputs[seed] = s
-                overrides = _overrides(values[frames], values[steps], values[motion], values[fps], values[noise],
-                                       values[chunk], {name: values[c] for name, c in extra.items()})
-                job = service.submit(Request(array, s, overrides, image_info, height=want_h, width=want_w,
-                                             owner=getattr(request, "session_hash", None)))
-            except SVDError as exc:
-                outputs.update({status: status_html("Not started."), message: message_html(one_line(exc))})
-                yield outputs
-                return
-            from PIL import Image
-            outputs.update({preview: Image.fromarray(array), video: None, sidecar: None,
-                            download: gr.update(visible=False, value=None),
-                            message: message_html("; ".join(_page_words(w) for w in warnings), error=False)})
-            last = None
-            try:
-                while not job.wait(POLL_S):
-                    ahead = service.position(job)
-                    if ahead:
-                        text, done, total = (f"Waiting in the queue: position {ahead} ({ahead} job"
-                                             f"{'s' if ahead > 1 else ''} ahead of yours)"), 0, 0
-                    else:
-                        p = job.progress
-                        text, done, total = f"Running: {p.detail or p.stage}", p.done, p.total
-                    if (text, done) != last:
-                        last = (text, done)
-                        outputs[status] = status_html(text, done, total)
-                        yield outputs
-                        outputs = dict.fromkeys(outputs, gr.skip())
-            except GeneratorExit:  # the visitor left: free the device for the others
-                service.cancel(job)
-                raise
-            if job.state == DONE:
-                took = job.finished - job.started
-                outputs.update({
-                    status: status_html(f"Done in {took:.1f} s: {job.record['frames']} frames of "
-                                        f"{job.record['width']}x{job.record['height']} at {job.record['fps']} fps"
-                                        + (" [UNTRAINED]" if info.untrained else ""),
-                                        job.progress.total, job.progress.total),
-                    video: str(job.video_path), sidecar: job.record,
-                    download: gr.update(value=str(job.video_path), visible=True)})
-            elif job.state == CANCELLED:
-                outputs.update({status: status_html("Cancelled."), message: message_html("")})
-            elif job.state == FAILED:
-                outputs.update({status: status_html("Failed."), message: message_html(job.error or "failed")})
-            yield outputs
-
-        def cancel_mine(request: gr.Request):
-            n = service.cancel_owner(getattr(request, "session_hash", None))
-            return gr.skip() if n else message_html("Nothing to cancel.", error=False)
-
-        upload.upload(show_upload, upload, [preview, use_example, message], concurrency_limit=None)
-        upload.clear(lambda: (None, False), None, [preview, use_example], concurrency_limit=None)
-        example_btn.click(show_example, None, [upload, preview, use_example, message], concurrency_limit=None)
-        randomize.click(draw_seed, None, seed, concurrency_limit=None)
-        page.load(initial_preview, use_example, preview, concurrency_limit=None)
-        # The service queues and orders the jobs; Gradio only holds the waiting connections.
-        generate.click(run, {upload, use_example, width, height, frames, steps, motion, fps, noise, chunk, seed,
-                             *extra.values()},
-                       [status, message, video, download, sidecar, preview, seed],
-                       concurrency_limit=service.max_queue + 2, show_progress="hidden")
-        cancel.click(cancel_mine, None, message, concurrency_limit=None)
+                ui["status"] = gr.HTML(status_html("Ready."), elem_id="status")
+                ui["message"] = gr.HTML("", elem_id="message")
+                ui["live"] = gr.Image(label="Live preview (each step's denoised estimate)", type="numpy",
+                                      interactive=False, height=160, elem_id="live-preview",
+                                      show_download_button=False)
+                ui["clips"] = gr.Gallery(label="Finished clips", visible=caps.chained, columns=4, height=160,
+                                         elem_id="clips", interactive=False)
+                ui["video"] = gr.Video(label="Result" + (" (UNTRAINED model)" if info.untrained else ""),
+                                       interactive=False, autoplay=True, loop=True, elem_id="result-video")
+                ui["download"] = gr.DownloadButton("Download the mp4", visible=False, elem_id="download")
+                ui["sidecar"] = gr.JSON(label="Parameters used (the sidecar)", elem_id="sidecar")
+        with gr.Accordion("History: this server's results", open=False, elem_id="history"):
+            ui["history"] = gr.Gallery(label="Results", columns=6, height=200, elem_id="history-gallery",
+                                       interactive=False, allow_preview=False)
+            with gr.Row():
+                ui["history_refresh"] = gr.Button("Refresh", size="sm", elem_id="history-refresh")
+                ui["history_use"] = gr.Button("Use these settings again", size="sm", elem_id="history-use")
+                ui["history_download"] = gr.DownloadButton("Download", size="sm", visible=False,
+                                                           elem_id="history-download")
+            ui["history_settings"] = gr.JSON(label="Settings of the picked result", elem_id="history-settings")
+        PageEvents(service, info, ui).wire(page)
         register_api(service, info)
     return page
+
+
+def _image_tab(ui: Dict[str, Any], info: PageInfo) -> None:
+    import gradio as gr
+
+    from .tabs import preset_choices
+    caps = info.capabilities
+    with gr.Tab("Image to video", id="image_to_video", visible=caps.image_to_video, elem_id="tab-image"):
+        ui["upload"] = gr.File(label=f"Image (PNG, JPEG, WebP, ...; at most {info.limits.max_bytes / 2**20:.0f} MB "
+                               f"and {info.limits.max_pixels / 1e6:.0f} megapixels)",
+                               file_types=["image"], type="filepath", file_count="single", elem_id="image-upload")
+        ui["example_btn"] = gr.Button("Use the bundled example image", size="sm", elem_id="use-example",
+                                      visible=info.example_image is not None)
+        ui["preview"] = gr.Image(label="Conditioning image", type="pil", interactive=False, height=220,
+                                 elem_id="preview", show_download_button=False)
+        with gr.Row():
+            ui["width"] = gr.Number(label="Width", value=None, precision=0, step=64, elem_id="width", info=SIZE_HELP)
+            ui["height"] = gr.Number(label="Height", value=None, precision=0, step=64, elem_id="height",
+                                     info="Multiple of 64; see Width.")
+        with gr.Row():
+            ui["preset"] = gr.Radio(preset_choices(caps.fast_preset), value=None, label="Preset",
+                                    elem_id="preset", info="Sets the steps and the sampler")
+            ui["num_clips"] = gr.Number(label="Chained clips", value=1, precision=0, minimum=1, elem_id="num-clips",
+                                        visible=caps.chained,
+                                        info="More than 1: a longer video, each clip starting on the last frame "
+                                             "of the one before")
+        ui["generate"] = gr.Button("Generate", variant="primary", elem_id="generate")
+
+
+def _orbit_tab(ui: Dict[str, Any], info: PageInfo) -> None:
+    import gradio as gr
+
+    from .tabs import CAMERA_HEADERS, default_camera, draw_camera_path
+    caps = info.capabilities
+    with gr.Tab("Orbit (SV3D)", id="orbit", visible=caps.orbit, elem_id="tab-orbit"):
+        ui["orbit_upload"] = gr.File(label="Object image (a cut-out with transparency, or a picture)",
+                                     file_types=["image"], type="filepath", file_count="single",
+                                     elem_id="orbit-upload")
+        with gr.Row():
+            ui["keep_background"] = gr.Checkbox(label="Keep background", value=False, elem_id="keep-background",
+                                                info="Use the picture as it is instead of cutting the object out")
+            ui["view_size"] = gr.Number(label="View size", value=None, precision=0, step=64, elem_id="view-size",
+                                        info="Side of the square views, a multiple of 64; empty: 576")
+        ui["cutout"] = gr.Image(label="What the model will see", type="numpy", interactive=False, height=200,
+                                elem_id="cutout", show_download_button=False)
+        rows = default_camera(info.num_frames)
+        with gr.Row(visible=caps.camera):
+            ui["camera"] = gr.Dataframe(value=rows, headers=CAMERA_HEADERS, datatype=["number", "number"],
+                                        col_count=(2, "fixed"), row_count=(len(rows), "dynamic"), interactive=True,
+                                        elem_id="camera", label="Camera per view (one row per frame)")
+            ui["camera_plot"] = gr.Image(value=draw_camera_path({"elevations_deg": [r[0] for r in rows],
+                                                                 "azimuths_deg": [r[1] for r in rows]}),
+                                         label="Camera path (top view; centre: looking down)", type="pil",
+                                         interactive=False, height=280, elem_id="camera-plot",
+                                         show_download_button=False)
+        ui["orbit_generate"] = gr.Button("Make the orbit", variant="primary", elem_id="orbit-generate")
+
+
+def _video_tab(ui: Dict[str, Any], info: PageInfo) -> None:
+    import gradio as gr
+
+    with gr.Tab("Video to video", id="video_to_video", visible=info.capabilities.video_to_video,
+                elem_id="tab-video"):
+        ui["video_upload"] = gr.File(label="Clip (mp4, webm, gif, ...): resampled to the frames asked for",
+                                     file_types=["video", ".gif"], type="filepath", file_count="single",
+                                     elem_id="video-upload")
+        ui["strength"] = gr.Slider(0.05, 1.0, value=0.7, step=0.05, label="Strength", elem_id="strength",
+                                   info="The share of the sampling redone: low keeps the clip, 1 ignores it")
+        ui["video_generate"] = gr.Button("Restyle the clip", variant="primary", elem_id="video-generate")

@@ -8,13 +8,16 @@ import numpy as np
 @dataclass
 class StepInfo:
     """What a step callback sees. `stage` is 'sampling' (one call per sampler step, with the
-    step's sigma and the latents after it) or 'decoding' (one call per decoded chunk)."""
+    step's sigma, the latents after it and `denoised`, the step's estimate of the clean latents,
+    both scaled as the UNet sees them: what live previews show, svd_ms.app.preview) or 'decoding'
+    (one call per decoded chunk)."""
     stage: str
     index: int
     total: int
     sigma: Optional[float] = None
     latents: Optional[Any] = None
     clip: int = 0  # the clip of a chain this step belongs to
+    denoised: Optional[Any] = None
 
 
 @dataclass

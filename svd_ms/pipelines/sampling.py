@@ -155,7 +155,8 @@ def sample_latents(parts: SamplerSet, c, uc, latent_noise: np.ndarray, noise: Ca
         now = time.perf_counter()
         step_times.append(now - last[0])
         last[0] = now
-        notify(callback, StepInfo("sampling", i, steps_run, float(sigmas[start_index + i + 1]), x))
+        notify(callback, StepInfo("sampling", i, steps_run, float(sigmas[start_index + i + 1]), x,
+                                  denoised=denoised))
 
     z = sample_from_step(parts.sampler, denoise, Tensor(latent_noise), num_steps, start_index, clean_latents,
                          noise, on_step)

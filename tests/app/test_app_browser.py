@@ -1,7 +1,10 @@
 """The web page in a real headless Chromium (Debian's /usr/bin/chromium driven by Playwright):
-`python -m svd_ms.app` on a free local port with the bundled tiny UNTRAINED model.
+`python -m svd_ms.app` on free local ports, one server with the bundled tiny UNTRAINED SVD model
+(image to video, chained clips, video to video, history) and one with the tiny sv3d_p reference
+model (orbit), started side by side. Each tab is driven once and its video checked (frames, size,
+duration) with its sidecar; tabs a model cannot use are absent.
 
-Set SVD_MS_SCREENSHOT=1 to also write the screenshot to assets/web_page.png (the README's)."""
+Set SVD_MS_SCREENSHOT=1 to also write the screenshots to assets/web_*.png (the README's)."""
 import json
 import os
 import shutil
@@ -15,7 +18,7 @@ import urllib.request
 
 import pytest
 
-from conftest import ROOT
+from conftest import REFERENCE, ROOT
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -26,6 +29,11 @@ DEMO_IMAGE = os.path.join(ROOT, "assets", "demo_landscape.png")
 KNOWN_OUTSIDE = ("https://cdnjs.cloudflare.com/ajax/libs/iframe-resizer/",)
 START_S, GENERATE_S = 240, 300
 FRAMES, STEPS, WIDTH, HEIGHT, FPS = 3, 2, 128, 64, 7
+SV3D_P = [f"--SVD.config={REFERENCE}/tiny_sv3d_p.sgm.yaml", f"--SVD.checkpoint={REFERENCE}/tiny_sv3d_p.safetensors"]
+SV3D_IMAGE = os.path.join(REFERENCE, "tiny_sv3d_p.input.png")
+VIEWS, VIEW_SIDE = 5, 64
+DEMO_CONFIG = os.path.join(ROOT, "configs", "demo", "tiny_random.yaml")
+LORA_FILE, LORA_SCALE = "style.safetensors", 0.8
 
 
 def _free_port():
@@ -42,33 +50,73 @@ def _get(url):
         return exc.code
 
 
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    out = tmp_path_factory.mktemp("web_out")
-    log_path = out.parent / "app.log"
-    port = _free_port()
-    t0 = time.perf_counter()
-    env = dict(os.environ, GRADIO_TEMP_DIR=str(tmp_path_factory.mktemp("gradio_tmp")))
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "svd_ms.app", "--port", str(port), "--output_dir", str(out),
-                                 "--device_target", "CPU", "--mode", "1"],
-                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        while _get_or_none(url) != 200:
-            assert proc.poll() is None, f"the app exited ({proc.returncode}):\n{log_path.read_text()[-3000:]}"
-            assert time.perf_counter() - t0 < START_S, f"the app did not serve in {START_S} s:\n{log_path.read_text()}"
+class Server:
+    """`python -m svd_ms.app` with `flags` on a free port, started now and waited for by `ready()`."""
+
+    def __init__(self, tmp_path_factory, name, flags):
+        self.out = tmp_path_factory.mktemp(f"{name}_out")
+        self.log = self.out.parent / f"{name}.log"
+        self.url = f"http://127.0.0.1:{_free_port()}"
+        self.t0 = time.perf_counter()
+        env = dict(os.environ, GRADIO_TEMP_DIR=str(tmp_path_factory.mktemp(f"{name}_gradio_tmp")))
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "svd_ms.app", "--port", self.url.rsplit(":", 1)[1],
+                                          "--output_dir", str(self.out), "--device_target", "CPU", "--mode", "1",
+                                          *flags], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def ready(self):
+        while _get_or_none(self.url) != 200:
+            assert self.proc.poll() is None, f"the app exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}"
+            assert time.perf_counter() - self.t0 < START_S, \
+                f"the app did not serve in {START_S} s:\n{self.log.read_text()}"
             time.sleep(0.5)
-        print(f"\n[web] app serving after {time.perf_counter() - t0:.1f} s")
-        yield {"url": url, "out": out, "proc": proc, "log": log_path}
-    finally:
-        proc.send_signal(signal.SIGTERM)
+        print(f"\n[web] {self.log.stem} serving after {time.perf_counter() - self.t0:.1f} s")
+        return {"url": self.url, "out": self.out, "proc": self.proc, "log": self.log}
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(30)
+            self.proc.wait(30)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        print(f"[web] app log tail:\n{log_path.read_text()[-800:]}")
+            self.proc.kill()
+            self.proc.wait()
+        print(f"[web] {self.log.stem} log tail:\n{self.log.read_text()[-800:]}")
+
+
+def _adapter_folder(tmp_path_factory):
+    """A --lora_dir holding one adapter for the demo model's UNet (random, in diffusers' names)."""
+    from lora_adapters import write_adapter
+    from omegaconf import OmegaConf
+
+    from svd_ms.util import instantiate_from_config
+    folder = tmp_path_factory.mktemp("adapters")
+    unet = instantiate_from_config(OmegaConf.load(DEMO_CONFIG).model.params.network_config)
+    write_adapter(folder / LORA_FILE, unet, seed=3, size=0.3)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    """Both servers run at once (their start-up, mostly imports, overlaps the adapter's writing)."""
+    started = {"sv3d_p": Server(tmp_path_factory, "sv3d_p", SV3D_P)}
+    folder = _adapter_folder(tmp_path_factory)
+    started["svd"] = Server(tmp_path_factory, "svd", [f"--lora_dir={folder}"])
+    started["svd"].lora_dir = folder
+    try:
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def app(servers):
+    return dict(servers["svd"].ready(), lora_dir=servers["svd"].lora_dir)
+
+
+@pytest.fixture(scope="module")
+def orbit_app(servers):
+    return servers["sv3d_p"].ready()
 
 
 def _get_or_none(url):
@@ -91,17 +139,18 @@ def browser():
 @pytest.fixture
 def open_page(app, browser):
     """New pages, each its own browser context (its own session, like separate visitors); every
-    request they make is checked to stay on this machine."""
+    request they make is checked to stay on this machine. `server`: another app than the SVD one."""
     contexts, outside = [], []
 
-    def make():
+    def make(server=None, ready="#generate"):
+        url = (server or app)["url"]
         ctx = browser.new_context(viewport={"width": 1280, "height": 1000})
         contexts.append(ctx)
         page = ctx.new_page()
         page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(
-            (app["url"], "data:", "blob:")) and not r.url.startswith(KNOWN_OUTSIDE) else None)
-        page.goto(app["url"])
-        page.wait_for_selector("#generate")
+            (url, "data:", "blob:")) and not r.url.startswith(KNOWN_OUTSIDE) else None)
+        page.goto(url)
+        page.wait_for_selector(ready)
         return page
 
     yield make
@@ -161,6 +210,11 @@ def test_generate_in_the_browser_while_a_second_visitor_waits(app, open_page, tm
         page.wait_for_function("document.querySelector('#preview img') !== null")
         for elem_id, value in (("steps", STEPS), ("frames", FRAMES), ("width", WIDTH), ("height", HEIGHT)):
             _set_number(page, elem_id, value)
+    # every picture the live preview shows during the first run, read from the page as it changes
+    first.evaluate("""() => { window.previews = [];
+        new MutationObserver(() => { const img = document.querySelector('#live-preview img');
+            if (img && !window.previews.includes(img.src)) window.previews.push(img.src); })
+        .observe(document.querySelector('#live-preview'), {subtree: true, childList: true, attributes: true}); }""")
     t0 = time.perf_counter()
     first.click("#generate")
     first.wait_for_function("document.querySelector('#status').innerText.includes('Running')")
@@ -188,6 +242,9 @@ def test_generate_in_the_browser_while_a_second_visitor_waits(app, open_page, tm
     assert record["pipeline"]["num_steps"] == STEPS and len(record["timings"]["step_s"]) == STEPS
     assert (record["frames"], record["width"], record["height"]) == (FRAMES, WIDTH, HEIGHT)
     assert first.locator("#download").is_visible()
+    previews = first.evaluate("window.previews")
+    print(f"[web] live preview pictures seen during the first run: {len(previews)} ({STEPS} sampling steps)")
+    assert len(previews) >= 2, previews
 
     second.wait_for_selector("#result-video video", timeout=GENERATE_S * 1000)
     print(f"[web] second video after {time.perf_counter() - t0:.1f} s: {_video_metadata(second)}")
@@ -203,8 +260,103 @@ def test_generate_in_the_browser_while_a_second_visitor_waits(app, open_page, tm
     print(f"[web] served file: {stream.strip()}")
     assert "h264" in stream and "yuv420p" in stream
 
-    shot = tmp_path / "web_page.png"
-    first.screenshot(path=str(shot), full_page=True)
+    _screenshot(first, tmp_path, "web_page.png")
+
+
+def _screenshot(page, tmp_path, name):
+    shot = tmp_path / name
+    page.screenshot(path=str(shot), full_page=True)
     print(f"[web] screenshot: {shot}")
     if os.environ.get("SVD_MS_SCREENSHOT", "") not in ("", "0"):
-        shutil.copyfile(shot, os.path.join(ROOT, "assets", "web_page.png"))
+        shutil.copyfile(shot, os.path.join(ROOT, "assets", name))
+
+
+def _tabs(page):
+    return [t.strip() for t in page.locator("button[role=tab]").all_inner_texts()]
+
+
+def _record_of(app, meta):
+    return json.loads((app["out"] / meta["src"].rsplit("/", 1)[-1].replace(".mp4", ".json")).read_text())
+
+
+def _check_video(meta, frames, width, height, fps=FPS):
+    assert meta["width"] == width and meta["height"] == height, meta
+    assert abs(meta["duration"] - frames / fps) < 0.5 / fps, meta
+
+
+def test_chained_clips_arrive_one_by_one_then_video_to_video_and_the_history(app, open_page, tmp_path):
+    page = open_page()
+    assert _tabs(page) == ["Image to video", "Video to video"]  # no orbit on an SVD model
+    page.locator("#image-upload input[type=file]").set_input_files(DEMO_IMAGE)
+    page.wait_for_function("document.querySelector('#preview img') !== null")
+    for elem_id, value in (("steps", STEPS), ("frames", FRAMES), ("width", WIDTH), ("height", HEIGHT),
+                           ("num-clips", 2)):
+        _set_number(page, elem_id, value)
+    page.locator("#lora-settings").get_by_text("LoRA adapters").click()  # unfold, then give the adapter a scale
+    assert LORA_FILE in page.locator("#lora").inner_text()
+    page.locator("#lora tbody tr").first.locator("[data-editable='true']").last.dblclick(force=True)
+    page.keyboard.press("ControlOrMeta+a")
+    page.keyboard.type(str(LORA_SCALE))
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"document.querySelector('#lora tbody').innerText.includes('{LORA_SCALE}')")
+    page.click("#generate")
+    # the first clip is on the page while the second is still being made
+    page.wait_for_function("document.querySelectorAll('#clips video, #clips img').length >= 1",
+                           timeout=GENERATE_S * 1000)
+    status_then = _status(page)
+    print(f"[web] first clip shown while: {status_then!r}")
+    assert "Running" in status_then  # the second clip is still being made
+    page.wait_for_selector("#result-video video", timeout=GENERATE_S * 1000)
+    meta = _video_metadata(page)
+    _check_video(meta, 2 * FRAMES - 1, WIDTH, HEIGHT)
+    record = _record_of(app, meta)
+    assert record["clips"] == 2 and record["frames"] == 2 * FRAMES - 1 and "--SVD.num_clips=2" in record["reproduce"]
+    assert record["settings"]["lora"] == [f"{app['lora_dir'].resolve() / LORA_FILE}:{LORA_SCALE}"], record["settings"]
+    chain_video = app["out"] / meta["src"].rsplit("/", 1)[-1]
+
+    page.click("button[role=tab]:has-text('Video to video')")
+    page.locator("#video-upload input[type=file]").set_input_files(str(chain_video))
+    page.wait_for_function("document.querySelector('#video-upload').innerText.includes('.mp4')")
+    page.click("#video-generate")
+    page.wait_for_function("""src => { const v = document.querySelector('#result-video video');
+        return v && v.currentSrc && v.currentSrc !== src
+            && document.querySelector('#status').innerText.startsWith('Done'); }""",
+                           arg=meta["src"], timeout=GENERATE_S * 1000)
+    meta = _video_metadata(page)
+    _check_video(meta, FRAMES, WIDTH, HEIGHT)
+    record = _record_of(app, meta)
+    assert record["kind"] == "video_to_video" and record["pipeline"]["strength"] == 0.7
+    assert "--video=" in record["reproduce"] and record["frames"] == FRAMES
+    _screenshot(page, tmp_path, "web_video_to_video.png")
+
+    page.locator("#history").get_by_text("History: this server's results").click()  # unfold it
+    page.click("#history-refresh")
+    page.wait_for_function("document.querySelectorAll('#history-gallery img').length === 2")  # this session's two
+    page.locator("#history-gallery img").first.click()
+    page.wait_for_function("document.querySelector('#history-settings').innerText.includes('video_to_video')")
+    _set_number(page, "seed", 5)
+    page.click("#history-use")
+    page.wait_for_function("document.querySelector('#message').innerText.includes('Settings restored')")
+    assert page.locator("#seed input[type=number]").input_value() == "42"
+
+
+def test_the_orbit_tab_of_an_sv3d_p_model(orbit_app, open_page, tmp_path):
+    page = open_page(orbit_app, ready="#orbit-generate")
+    assert _tabs(page) == ["Orbit (SV3D)"]  # image to video and video to video are hidden for SV3D
+    _set_number(page, "view-size", VIEW_SIDE)
+    page.locator("#keep-background input[type=checkbox]").check()  # the reference picture has no alpha
+    page.locator("#orbit-upload input[type=file]").set_input_files(SV3D_IMAGE)
+    page.wait_for_function("document.querySelector('#cutout img') !== null")
+    assert page.locator("#camera-plot img").count() == 1
+    table = page.locator("#camera").inner_text()
+    assert all(str(a) in table for a in (72, 144, 216, 288)), table  # sv3d_p's default path: 5 views around
+    _set_number(page, "steps", STEPS)
+    page.click("#orbit-generate")
+    page.wait_for_selector("#result-video video", timeout=GENERATE_S * 1000)
+    meta = _video_metadata(page)
+    fps = int(page.locator("#fps input[type=number]").input_value())
+    _check_video(meta, VIEWS, VIEW_SIDE, VIEW_SIDE, fps)
+    record = _record_of(orbit_app, meta)
+    assert record["kind"] == "orbit" and record["frames"] == VIEWS and record["camera"]["elevations_deg"] == [10.0] * 5
+    assert "--keep_background=true" in record["reproduce"] and "tiny_sv3d_p.input.png" in record["reproduce"]
+    _screenshot(page, tmp_path, "web_orbit.png")

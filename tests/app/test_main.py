@@ -24,6 +24,8 @@ def test_bad_flags_end_in_one_line(capsys):
     assert err.startswith("error: --SVD.fps=0") and "\n" not in err
     assert main(["--port=70000"]) == 2
     assert capsys.readouterr().err.strip() == "error: --port=70000 must be between 1 and 65535"
+    assert main(["--lora_dir=/no/such/folder", "--device_target=CPU"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "error: --lora_dir=/no/such/folder: not a folder"
 
 
 def test_page_defaults_come_from_the_pipeline():

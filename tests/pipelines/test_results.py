@@ -16,6 +16,6 @@ def test_video_result_reads_by_key_and_holds_the_camera():
 
 def test_step_info_and_clip_result_defaults():
     info = StepInfo("sampling", 0, 4, sigma=1.5)
-    assert info.clip == 0 and info.latents is None
+    assert info.clip == 0 and info.latents is None and info.denoised is None
     clip = ClipResult(1, 7, np.zeros((1, 3, 4, 4)), np.zeros((2, 3, 4, 4)), np.zeros((2, 4, 1, 1)))
     assert clip.timings == {} and clip.seed == 7

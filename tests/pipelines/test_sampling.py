@@ -9,7 +9,7 @@ from conftest import TINY_CONFIG, TINY_WEIGHTS
 from svd_ms.errors import GenerationCancelled, NonFiniteError, ParamError
 from svd_ms.params import SVDParams
 from svd_ms.pipelines.results import StepInfo
-from svd_ms.pipelines.sampling import (ProgressBars, check_finite, notify, sample_from_step,
+from svd_ms.pipelines.sampling import (ProgressBars, check_finite, notify, sample_from_step, sample_latents,
                                        video_to_video_start)
 from svd_ms.util import instantiate_from_config
 
@@ -56,6 +56,24 @@ def test_a_callback_returning_false_stops_the_run():
     notify(lambda info: None, StepInfo("sampling", 0, 2))
     with pytest.raises(GenerationCancelled, match="decoding \\(2/3\\)"):
         notify(lambda info: False, StepInfo("decoding", 1, 3))
+
+
+def test_each_sampling_step_hands_the_callback_its_denoised_estimate():
+    """A denoiser that predicts half its input: step i's denoised estimate is half the latents
+    the step started from (the scaled noise for step 0, the previous step's latents after that),
+    which the latents after the step are not."""
+    from types import SimpleNamespace
+
+    parts = SimpleNamespace(sampler=instantiate_from_config(EULER), denoiser_step=lambda x, *rest: x * 0.5,
+                            guider=SimpleNamespace(prepare_cond=lambda c, uc: {}, num_copies=1))
+    unit = np.random.default_rng(1).standard_normal((2, 4, 3, 3)).astype(np.float32)
+    seen = []
+    sample_latents(parts, None, None, unit, lambda *a: None, 3, seen.append)
+    assert [(s.stage, s.index, s.total) for s in seen] == [("sampling", i, 3) for i in range(3)]
+    started = [unit * np.sqrt(1 + np.float32(parts.sampler.sigmas(3)[0]) ** 2)] + [s.latents.asnumpy() for s in seen]
+    for info, x_before in zip(seen, started):
+        np.testing.assert_allclose(info.denoised.asnumpy(), 0.5 * x_before, rtol=1e-6)
+    assert not np.allclose(seen[0].denoised.asnumpy(), seen[0].latents.asnumpy(), rtol=1e-2)
 
 
 def test_non_finite_values_stop_the_run():
