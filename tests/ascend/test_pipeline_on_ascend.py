@@ -62,25 +62,27 @@ def test_image_to_video_on_ascend(pipelines, reference, amp_level):
     assert_close(f"ascend_{amp_level}_video", result.video, r["video"], **FP16_VIDEO_BOUNDS)
 
 
-def test_sv3d_on_ascend(ascend):
-    """SV3D_u at O2 through the doubles (its camera-free variant: one conditioning path less)."""
+@pytest.mark.parametrize("amp_level", ["O0", "O2"])
+def test_sv3d_on_ascend(ascend, amp_level):
+    """SV3D_u through the doubles (its camera-free variant: one conditioning path less)."""
     from svd_ms.pipeline import SVDInferPipeline
     r = dict(np.load(os.path.join(REFERENCE, "tiny_sv3d_u.reference.npz")))
     settings = json.load(open(os.path.join(REFERENCE, "tiny_sv3d_u.json")))
     pipe = SVDInferPipeline(os.path.join(REFERENCE, "tiny_sv3d_u.sgm.yaml"),
-                            os.path.join(REFERENCE, "tiny_sv3d_u.safetensors"), amp_level="O2",
+                            os.path.join(REFERENCE, "tiny_sv3d_u.safetensors"), amp_level=amp_level,
                             decode_chunk_size=settings["decoding_t"])
     assert set(_attention_choices(pipe.engine)) == {"flash"}
     out = pipe.generate(r["image"], latent_noise=r["randn"], cond_noise=r["cond_noise"])
-    assert_close("ascend_sv3d_u_O2_video", out["video"], r["video"], **FP16_VIDEO_BOUNDS)
+    assert_close(f"ascend_sv3d_u_{amp_level}_video", out["video"], r["video"], **FP16_VIDEO_BOUNDS)
 
 
-def test_video_to_video_on_ascend(pipelines, reference):
+@pytest.mark.parametrize("amp_level", ["O0", "O2"])
+def test_video_to_video_on_ascend(pipelines, reference, amp_level):
     """Video-to-video at strength 1 (every step, from the upstream noise) is image-to-video: the
     VAE encoder's path through the doubles, against the upstream video. The input clip is the
     upstream video itself; at strength 1 it enters only as latents/sigma_max (1/700)."""
     r = reference
-    pipe = pipelines("O2")
+    pipe = pipelines(amp_level)
     source = (r["video"] * 2.0 - 1.0).astype(np.float32)
     out = pipe.generate(r["image"], video=source, strength=1.0, latent_noise=r["randn"], cond_noise=r["cond_noise"])
-    assert_close("ascend_v2v_strength1_O2_video", out.video, r["video"], **FP16_VIDEO_BOUNDS)
+    assert_close(f"ascend_v2v_strength1_{amp_level}_video", out.video, r["video"], **FP16_VIDEO_BOUNDS)
