@@ -201,3 +201,15 @@ def default_loss_scaling(precision: str) -> bool:
     contract double on the tiny model: a time_mixer gradient 3.3e-2 relative off unscaled, 7e-4
     at the trainer's initial scale; tests/ascend/test_training_on_ascend.py)."""
     return precision == "fp16" or (precision == "fp32" and device_target() == "Ascend")
+
+
+def composed_group_norm(device: Optional[str] = None) -> bool:
+    """GroupNorm from vectorised operators (svd_ms/modules/composed_kernels.py) instead of the
+    backend's GroupNorm kernel: on CPU, where MindSpore 2.10's kernel is a scalar double-precision
+    loop (0.16 s against the composition's 0.064 s on 8x128x128x128, PyTorch 0.045 s; docs/
+    performance.md). Ascend and GPU keep their native kernels. SVD_MS_GROUP_NORM=native|composed
+    forces one (the tests compare the two)."""
+    forced = os.environ.get("SVD_MS_GROUP_NORM")
+    if forced in ("native", "composed"):
+        return forced == "composed"
+    return (device or device_target()) == "CPU"
