@@ -213,3 +213,12 @@ def composed_group_norm(device: Optional[str] = None) -> bool:
     if forced in ("native", "composed"):
         return forced == "composed"
     return (device or device_target()) == "CPU"
+
+
+def cpu_thread_settings(cores: int) -> Dict[str, Optional[int]]:
+    """MindSpore's CPU thread counts for a host with `cores` cores (None: MindSpore's default).
+    Kernel threads = cores: MindSpore 2.10 starts 25 kernel threads whatever the host, and on a
+    2-core host they spin against each other: one tiny-model video (4x128, 2 steps, PyNative) took
+    14.4 s with the default and 6.1 s with 2 (`python -m benchmarks.cpu_threads`, docs/
+    performance.md). The runtime's dispatch threads stay at the default (measured no gain)."""
+    return {"kernel_threads": max(1, int(cores)), "dispatch_threads": None}
