@@ -276,10 +276,15 @@ class Conv3d(_ConvNd):
         return self._add_bias(y, dtype)
 
 
+# Below this many values the composition's dozen operator launches cost more than the kernel's
+# scalar loop (PyNative, CPU: 0.70 against 1.66 ms at 65 K values, 5.3 against 3.8 ms at 524 K).
+COMPOSED_GROUP_NORM_MIN_SIZE = 1 << 18
+
+
 class GroupNorm(nn.Cell):
     """GroupNorm over (N, C, *); statistics and affine in float32, output in the input dtype. The
     kernel or the vectorised composition, as `policy.composed_group_norm()` says (decided when
-    the layer is built)."""
+    the layer is built), the latter for inputs of COMPOSED_GROUP_NORM_MIN_SIZE values or more."""
 
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True):
         super().__init__()
@@ -294,7 +299,7 @@ class GroupNorm(nn.Cell):
     def construct(self, x):
         in_dtype = x.dtype
         x = ops.cast(x, ms.float32)
-        if self.composed:
+        if self.composed and x.size >= COMPOSED_GROUP_NORM_MIN_SIZE:
             h = group_norm_composed(x, self.num_groups, self.weight, self.bias, self.eps, self.normalise)
         else:
             h = mint.nn.functional.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)

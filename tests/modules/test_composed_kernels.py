@@ -28,8 +28,9 @@ def _layer(channels, groups, eps, rng, composed):
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 @pytest.mark.parametrize("mode", ["pynative", "graph"])
 @pytest.mark.parametrize("case", CASES, ids=[str(c[0]) for c in CASES])
-def test_composed_group_norm_matches_torch(case, mode, dtype):
+def test_composed_group_norm_matches_torch(case, mode, dtype, monkeypatch):
     import torch
+    monkeypatch.setattr(layers, "COMPOSED_GROUP_NORM_MIN_SIZE", 0)  # these small inputs too
     shape, groups, eps = case
     rng = np.random.default_rng(3)
     norm = _layer(shape[1], groups, eps, rng, composed=True)
@@ -64,6 +65,20 @@ def test_policy_composes_on_cpu_only(monkeypatch):
     monkeypatch.setenv("SVD_MS_GROUP_NORM", "native")
     assert not policy.composed_group_norm("CPU")
     assert not layers.GroupNorm(4, 8).composed, "the layer asks the policy when it is built"
+
+
+def test_small_inputs_keep_the_kernel(monkeypatch):
+    """Below COMPOSED_GROUP_NORM_MIN_SIZE values the kernel runs (the composition's launches cost
+    more there): a composition that raised would show it."""
+    def refuse(*args):
+        raise AssertionError("composition used for a small input")
+    monkeypatch.setattr(layers, "group_norm_composed", refuse)
+    norm = layers.GroupNorm(4, 8)
+    norm.composed = True
+    norm(ms.Tensor(np.ones((2, 8, 4, 4), np.float32)))
+    monkeypatch.setattr(layers, "COMPOSED_GROUP_NORM_MIN_SIZE", 0)
+    with pytest.raises(AssertionError, match="composition used"):
+        norm(ms.Tensor(np.ones((2, 8, 4, 4), np.float32)))
 
 
 def test_short_rows_skip_the_blocked_means():
