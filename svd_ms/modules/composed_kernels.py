@@ -1,12 +1,14 @@
 """GroupNorm written as a chain of vectorised MindSpore operators, for backends whose own
 GroupNorm kernel is slow (the device policy decides where: `policy.composed_group_norm`).
 
-Why (MindSpore 2.10, CPU): the `GroupNorm` kernel is a scalar Welford loop in double precision
-with a division and a modulo per element (0.16 s for 8x128x128x128 values, PyTorch 0.045 s).
+Why (MindSpore 2.10, CPU): the `GroupNorm` kernel took 0.16 s for 8x128x128x128 values, PyTorch
+0.03-0.05 s (issue 22 reads MindSpore's source as a scalar double-precision Welford loop; not
+re-read here).
 `mint.mean` over the last axis of a 2-D tensor, `square`, the fused `BiasAdd` and `BatchNorm` (in
 inference form) run at memory speed; operators that broadcast a (rows, 1) tensor over rows took
 0.2 s for 16 M values, `mint.mean` over the last axis of a 3-D tensor 8x its 2-D time, so neither
-is used. The composition takes 0.064 s (docs/performance.md, "GroupNorm and GELU on CPU").
+is used. The composition took 0.086-0.097 s there (docs/performance.md, "GroupNorm, exact GELU
+and kernel threads on CPU").
 
 Two-pass statistics in float32 per (sample, group): the mean, then the mean of the squared
 deviations (no E[x^2] - E[x]^2 cancellation), each summed in blocks; then one fused pass that
