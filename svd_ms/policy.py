@@ -205,9 +205,10 @@ def default_loss_scaling(precision: str) -> bool:
 
 def composed_group_norm(device: Optional[str] = None) -> bool:
     """GroupNorm from vectorised operators (svd_ms/modules/composed_kernels.py) instead of the
-    backend's GroupNorm kernel: on CPU, where MindSpore 2.10's kernel is slow (0.16 s against the composition's 0.086-0.097 s on 8x128x128x128, PyTorch 0.03-0.05 s; docs/
-    performance.md). Ascend and GPU keep their native kernels. SVD_MS_GROUP_NORM=native|composed
-    forces one (the tests compare the two)."""
+    backend's GroupNorm kernel: on CPU, where MindSpore 2.10's kernel is slow (0.16 s against the
+    composition's 0.086-0.097 s on 8x128x128x128, PyTorch 0.03-0.05 s; docs/performance.md).
+    Ascend and GPU keep their native kernels. SVD_MS_GROUP_NORM=native|composed forces one
+    (tests/modules/test_composed_kernels.py checks the composition against PyTorch)."""
     forced = os.environ.get("SVD_MS_GROUP_NORM")
     if forced in ("native", "composed"):
         return forced == "composed"
