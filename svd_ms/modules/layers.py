@@ -281,6 +281,15 @@ class Conv3d(_ConvNd):
 COMPOSED_GROUP_NORM_MIN_SIZE = 1 << 18
 
 
+def _count(shape) -> int:
+    """Values in a tensor of this shape, from the (compile-time) shape: in graph mode `Tensor.size`
+    is an operator, and a branch on it becomes run-time control flow that fails to compile."""
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
 class GroupNorm(nn.Cell):
     """GroupNorm over (N, C, *); statistics and affine in float32, output in the input dtype. The
     kernel or the vectorised composition, as `policy.composed_group_norm()` says (decided when
@@ -299,7 +308,7 @@ class GroupNorm(nn.Cell):
     def construct(self, x):
         in_dtype = x.dtype
         x = ops.cast(x, ms.float32)
-        if self.composed and x.size >= COMPOSED_GROUP_NORM_MIN_SIZE:
+        if self.composed and _count(x.shape) >= COMPOSED_GROUP_NORM_MIN_SIZE:
             h = group_norm_composed(x, self.num_groups, self.weight, self.bias, self.eps, self.normalise)
         else:
             h = mint.nn.functional.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
