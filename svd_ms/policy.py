@@ -228,3 +228,24 @@ def default_loss_scaling(precision: str) -> bool:
     contract double on the tiny model: a time_mixer gradient 3.3e-2 relative off unscaled, 7e-4
     at the trainer's initial scale; tests/ascend/test_training_on_ascend.py)."""
     return precision == "fp16" or (precision == "fp32" and device_target() == "Ascend")
+
+
+def composed_group_norm(device: Optional[str] = None) -> bool:
+    """GroupNorm from vectorised operators (svd_ms/modules/composed_kernels.py) instead of the
+    backend's GroupNorm kernel: on CPU, where MindSpore 2.10's kernel is slow (0.16 s against the
+    composition's 0.086-0.097 s on 8x128x128x128, PyTorch 0.03-0.05 s; docs/performance.md).
+    Ascend and GPU keep their native kernels. SVD_MS_GROUP_NORM=native|composed forces one
+    (tests/modules/test_composed_kernels.py checks the composition against PyTorch)."""
+    forced = os.environ.get("SVD_MS_GROUP_NORM")
+    if forced in ("native", "composed"):
+        return forced == "composed"
+    return (device or device_target()) == "CPU"
+
+
+def cpu_thread_settings(cores: int) -> Dict[str, Optional[int]]:
+    """MindSpore's CPU thread counts for a host with `cores` cores (None: MindSpore's default).
+    Kernel threads = cores: MindSpore 2.10 starts 25 kernel threads whatever the host, and on a
+    2-core host they spin against each other: one tiny-model video (4x128, 2 steps, PyNative) took
+    14.4 s with the default and 6.1 s with 2 (`python -m benchmarks.cpu_threads`, docs/
+    performance.md). The runtime's dispatch threads stay at the default (measured no gain)."""
+    return {"kernel_threads": max(1, int(cores)), "dispatch_threads": None}

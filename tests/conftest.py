@@ -74,7 +74,5 @@ def _release_models_after_module():
     asked (measured on the tiny model: 1.7 GB kept per dropped pipeline, 0.2-0.35 GB with the recycle),
     which pushed the one-process suite towards the machine's 24 GB."""
     yield
-    import gc
-    import mindspore as ms
-    gc.collect()
-    ms.ms_memory_recycle()
+    from svd_ms.runtime.memory import release_cached_memory
+    release_cached_memory()

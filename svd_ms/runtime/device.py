@@ -8,6 +8,7 @@ import mindspore as ms
 
 from .. import policy
 from ..errors import UsageError, one_line
+from .threads import apply_thread_settings
 
 MODES = {0: ms.GRAPH_MODE, 1: ms.PYNATIVE_MODE}
 
@@ -63,6 +64,7 @@ def apply_runtime_settings() -> None:
         os.environ.setdefault("ONEDNN_MAX_CPU_ISA", isa_cap)
     if policy.pynative_launch_blocking():
         ms.runtime.launch_blocking()
+    apply_thread_settings()
     op_precision = policy.ascend_op_precision_mode()
     if op_precision is not None:
         ms.device_context.ascend.op_precision.precision_mode(op_precision)

@@ -37,3 +37,28 @@ def test_format_and_peak():
     block = np.ones(64 * 2**20 // 8)  # 64 MiB touched
     reading = peak.read()
     assert reading["peak_device_bytes"] is None and reading["peak_host_bytes"] >= block.nbytes
+
+
+
+def test_release_collects_dropped_cycles_then_recycles(monkeypatch):
+    """release_cached_memory frees Python cycles first (cells hold each other), then asks MindSpore
+    to recycle: in that order, or the pool still sees the dropped model as alive."""
+    import gc
+    import weakref
+
+    import mindspore as ms
+    events = []
+
+    class Node:
+        pass
+    a, b = Node(), Node()
+    a.other, b.other = b, a  # a cycle, as a cell tree is
+    weakref.finalize(a, events.append, "collected")
+    del a, b
+    gc.disable()  # no automatic collection may run before the call
+    try:
+        monkeypatch.setattr(ms, "ms_memory_recycle", lambda: events.append("recycled"))
+        memory.release_cached_memory()
+    finally:
+        gc.enable()
+    assert events == ["collected", "recycled"]
