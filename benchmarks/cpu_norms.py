@@ -8,19 +8,14 @@ warm-up, PyNative; max abs error against PyTorch in float64.
 
     python -m benchmarks.cpu_norms          # ~1 min
 """
-import time
-
 import numpy as np
+
+from benchmarks.common import time_calls
 
 
 def best(fn, repeats=3):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    """The fastest of `repeats` timed calls after one untimed call."""
+    return min(time_calls(fn, warmup=1, repeats=repeats)[2])
 
 
 def main():
