@@ -135,9 +135,9 @@ def worker_peak(args):
           "note": "best of 5 runs, fp32 square matmuls of 2048 and 3072"})
 
 
-def worker_ours(args, mode: str, conv: str):
-    if conv:
-        os.environ["SVD_MS_CONV"] = conv
+def unet_ours(args, mode: str):
+    """svd-ms's VideoUNet with the benchmark's random weights in `mode` ("graph", "pynative",
+    "blockjit") and one step's call on the benchmark's inputs: (call, outputs dict, build seconds)."""
     ms = setup_mindspore(mode)
     from svd_ms.modules.diffusionmodules.video_model import VideoUNet
     params = unet_params()
@@ -158,7 +158,13 @@ def worker_ours(args, mode: str, conv: str):
 
     def call():
         out["y"] = net(*inputs).asnumpy()
+    return call, out, build_s
 
+
+def worker_ours(args, mode: str, conv: str):
+    if conv:
+        os.environ["SVD_MS_CONV"] = conv
+    call, out, build_s = unet_ours(args, mode)
     first, med, times = time_calls(call, args.warmup, args.repeats)
     np.save(os.path.join(args.out_dir, f"unet_{args.worker}.npy"), out["y"])
     emit({"system": args.worker, "mode": mode, "conv": os.environ.get("SVD_MS_CONV") or "policy", "step_s": med,
@@ -179,7 +185,9 @@ def _diffusers_unet_state(model_keys_shapes):
     return state
 
 
-def worker_torch(args):
+def unet_torch(args):
+    """diffusers' UNetSpatioTemporalConditionModel with the same random weights and one step's call on
+    the same inputs: (call, outputs dict, build seconds)."""
     import torch
     from diffusers import UNetSpatioTemporalConditionModel
     torch.set_num_threads(os.cpu_count())
@@ -200,7 +208,12 @@ def worker_torch(args):
     def call():
         with torch.no_grad():
             out["y"] = model(sample, timestep, ehs, added).sample.numpy()
+    return call, out, build_s
 
+
+def worker_torch(args):
+    import torch
+    call, out, build_s = unet_torch(args)
     first, med, times = time_calls(call, args.warmup, args.repeats)
     y = out["y"].reshape((-1,) + out["y"].shape[2:])
     np.save(os.path.join(args.out_dir, "unet_torch.npy"), y)
@@ -256,8 +269,10 @@ def worker_mindone(args):
           "build_s": build_s})
 
 
-def worker_vae_ours(args):
-    ms = setup_mindspore(args.vae_mode)
+def vae_ours(args, mode: str):
+    """svd-ms's temporal VAE decoder with the benchmark's random weights in `mode` and the call that
+    decodes args.vae_frames latent frames as one clip."""
+    ms = setup_mindspore(mode)
     from mindspore import nn
 
     from svd_ms.util import instantiate_from_config
@@ -278,12 +293,19 @@ def worker_vae_ours(args):
     dec.set_train(False)
     z = ms.Tensor(np.random.default_rng(5).standard_normal((frames, 4, args.size // 8, args.size // 8),
                                                            dtype=np.float32))
-    first, med, times = time_calls(lambda: dec(z).asnumpy(), args.warmup, args.repeats)
+    return lambda: dec(z).asnumpy()
+
+
+def worker_vae_ours(args):
+    frames = args.vae_frames
+    first, med, times = time_calls(vae_ours(args, args.vae_mode), args.warmup, args.repeats)
     emit({"system": "vae-ours", "mode": args.vae_mode, "decode_s": med, "per_frame_s": med / frames,
           "frames": frames, "first_s": first, "compile_s": max(first - med, 0.0) if args.vae_mode == "graph" else None})
 
 
-def worker_vae_torch(args):
+def vae_torch(args):
+    """diffusers' AutoencoderKLTemporalDecoder with the same random weights and the call that decodes
+    the same latents."""
     import torch
     from diffusers import AutoencoderKLTemporalDecoder
 
@@ -319,7 +341,12 @@ def worker_vae_torch(args):
         with torch.no_grad():
             vae.decode(z, num_frames=frames)
 
-    first, med, times = time_calls(call, args.warmup, args.repeats)
+    return call
+
+
+def worker_vae_torch(args):
+    frames = args.vae_frames
+    first, med, times = time_calls(vae_torch(args), args.warmup, args.repeats)
     emit({"system": "vae-torch", "mode": "eager", "decode_s": med, "per_frame_s": med / frames, "frames": frames,
           "first_s": first})
 

@@ -8,6 +8,8 @@ warm-up, PyNative; max abs error against PyTorch in float64.
 
     python -m benchmarks.cpu_norms          # ~1 min
 """
+import argparse
+
 import numpy as np
 
 from benchmarks.common import time_calls
@@ -18,7 +20,8 @@ def best(fn, repeats=3):
     return min(time_calls(fn, warmup=1, repeats=repeats)[2])
 
 
-def main():
+def main(argv=None):
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)  # --help; no options
     import mindspore as ms
     import torch
     from mindspore import mint, ops
