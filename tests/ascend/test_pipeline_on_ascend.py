@@ -62,7 +62,7 @@ def test_image_to_video_on_ascend(pipelines, reference, amp_level):
     assert_close(f"ascend_{amp_level}_video", result.video, r["video"], **FP16_VIDEO_BOUNDS)
 
 
-@pytest.mark.parametrize("amp_level", ["O0", "O2"])
+@pytest.mark.parametrize("amp_level", ["O2"])  # O0's Ascend code (fp16 q/k/v for the fused kernel) runs above
 def test_sv3d_on_ascend(ascend, amp_level):
     """SV3D_u through the doubles (its camera-free variant: one conditioning path less)."""
     from svd_ms.pipeline import SVDInferPipeline
