@@ -580,9 +580,7 @@ def main():
     print(f"[bench] systems: {', '.join(systems)}; outputs in {args.out_dir}", flush=True)
     results = [run_worker(name, args) for name in systems]
     text = report(args, results)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "results": results, "report": text}, f, indent=1)
+    common.write_json_report(args.json, args, text, results=results)
 
 
 if __name__ == "__main__":

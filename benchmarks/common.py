@@ -136,3 +136,11 @@ def random_weight(name: str, shape) -> np.ndarray:
     if name.endswith("weight") or name.endswith("gamma"):
         return (1.0 + 0.1 * rng.standard_normal(shape, dtype=np.float32)).astype(np.float32)
     return (0.02 * rng.standard_normal(shape, dtype=np.float32)).astype(np.float32)
+
+
+def write_json_report(path, args, text: str, **rows) -> None:
+    """--json: the run's arguments, its rows (under the names given) and the printed report, in one file;
+    nothing when `path` is None."""
+    if path:
+        with open(path, "w") as f:
+            json.dump({"args": vars(args), **rows, "report": text}, f, indent=1)

@@ -28,6 +28,7 @@ import time
 
 import numpy as np
 
+from benchmarks import common
 from benchmarks.common import REPO, gb, peak_rss_bytes
 
 CONFIG = os.path.join(REPO, "configs", "svd.yaml")
@@ -144,9 +145,7 @@ def main(argv=None):
     rows = measure(pipe, image, samplers, intervals, args.branch, args.warmup_steps, args.repeats)
     text = report(args, rows, "python -m benchmarks.deepcache " + " ".join(sys.argv[1:] if argv is None else argv))
     print("\n" + text, flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "rows": rows, "report": text}, f, indent=1)
+    common.write_json_report(args.json, args, text, rows=rows)
 
 
 if __name__ == "__main__":

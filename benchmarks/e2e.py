@@ -27,7 +27,6 @@ the measured steps plus (report_steps - steps) x the median measured step (said 
 """
 import argparse
 import contextlib
-import json
 import os
 import re
 import tempfile
@@ -464,9 +463,7 @@ def main():
     print(f"[e2e] systems: {', '.join(systems)}; outputs in {args.out_dir}", flush=True)
     results = [run_worker(name, args) for name in systems]
     text = report(args, results)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "results": results, "report": text}, f, indent=1)
+    common.write_json_report(args.json, args, text, results=results)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ profiled call. The table lists each op's calls, time and share of the profiled c
 import argparse
 import csv
 import glob
-import json
 import os
 import platform
 import tempfile
@@ -137,9 +136,7 @@ def main(argv=None):
     results = [run_worker(args, system, part) for part in parts for system in systems]
     text = report(args, results)
     print("\n" + text, flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "results": results, "report": text}, f, indent=1)
+    common.write_json_report(args.json, args, text, results=results)
 
 
 if __name__ == "__main__":

@@ -77,3 +77,13 @@ def test_each_benchmark_starts_as_a_module(name):
                          capture_output=True, text=True, timeout=120, check=False,
                          env=dict(os.environ, GLOG_v="3"))
     assert res.returncode == 0 and "usage:" in res.stdout, res.stderr[-2000:]
+
+
+def test_write_json_report_keeps_args_rows_and_report(tmp_path):
+    import argparse
+    import json
+
+    path = tmp_path / "out.json"
+    common.write_json_report(str(path), argparse.Namespace(quick=True), "the table", rows=[{"a": 1}])
+    assert json.loads(path.read_text()) == {"args": {"quick": True}, "rows": [{"a": 1}], "report": "the table"}
+    common.write_json_report(None, argparse.Namespace(), "nothing written")
