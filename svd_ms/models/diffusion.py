@@ -10,22 +10,37 @@ from ..util import instantiate_from_config
 DEFAULT_WRAPPER = "svd_ms.modules.diffusionmodules.wrappers.OpenAIWrapper"
 
 
-class GuidedDenoiserStep(nn.Cell):
-    """One guided evaluation of the denoiser: batch the copies, precondition, run the UNet,
-    combine with the guider. This is the unit that graph mode compiles once and reuses."""
+class DenoiserStep(nn.Cell):
+    """One evaluation of the denoiser on the guider's copies batched together: precondition and
+    run the UNet. This is the unit graph mode compiles, once per number of copies; the guider
+    combines the copies after it, so a new guider or guidance scale does not recompile the UNet."""
 
-    def __init__(self, engine: "DiffusionEngine", guider):
+    def __init__(self, engine: "DiffusionEngine", num_copies: int):
         super().__init__(auto_prefix=False)
         self.network = engine.model
         self.denoiser = engine.denoiser
-        self.guider = guider
-        self.num_copies = guider.num_copies
+        self.num_copies = num_copies
 
     def construct(self, x, sigma, concat, crossattn, vector, image_only_indicator, num_video_frames):
         x_in = ops.cat([x] * self.num_copies, axis=0) if self.num_copies > 1 else x
         sigma_in = ops.broadcast_to(ops.cast(sigma, ms.float32).reshape(1), (x_in.shape[0],))
-        denoised = self.denoiser(self.network, x_in, sigma_in, concat, crossattn, vector, image_only_indicator,
-                                 num_video_frames)
+        return self.denoiser(self.network, x_in, sigma_in, concat, crossattn, vector, image_only_indicator,
+                             num_video_frames)
+
+
+class GuidedDenoiserStep:
+    """One guided evaluation: the denoiser step on the batched copies, then the guider's
+    combination of them (each its own graph in graph mode)."""
+
+    def __init__(self, denoise: DenoiserStep, guider):
+        if denoise.num_copies != guider.num_copies:
+            raise ValueError(f"a step over {denoise.num_copies} copies cannot serve a guider of {guider.num_copies}")
+        self.denoise = denoise
+        self.guider = guider
+        self.num_copies = guider.num_copies
+
+    def __call__(self, x, sigma, concat, crossattn, vector, image_only_indicator, num_video_frames):
+        denoised = self.denoise(x, sigma, concat, crossattn, vector, image_only_indicator, num_video_frames)
         return self.guider(denoised, sigma)
 
 

@@ -11,7 +11,7 @@ from mindspore import Tensor, ops
 from omegaconf import OmegaConf
 
 from ..errors import GenerationCancelled, NonFiniteError, ParamError
-from ..models.diffusion import GuidedDenoiserStep
+from ..models.diffusion import DenoiserStep, GuidedDenoiserStep
 from ..modules.diffusionmodules import guiders
 from ..modules.diffusionmodules.deepcache import (CachedDenoiserStep, DeepCacheSchedule, FullCachingStep,
                                                   ShallowCachedStep)
@@ -76,15 +76,16 @@ class SamplerSet:
 
 
 class SamplerCache:
-    """Sampler sets by (sampling options, clip length), and one compiled denoiser step per way of
-    combining the guider's copies, built on first use and kept for the pipeline's life."""
+    """Sampler sets by (sampling options, clip length), and one compiled denoiser step per number
+    of copies the guiders batch (1 or 2), built on first use and kept for the pipeline's life:
+    guiders, and so guidance scales, change without recompiling the UNet."""
 
     def __init__(self, engine, defaults):
         self.engine, self.defaults = engine, defaults
         self.base_config = defaults.sampler_config
         self.skip_unused_copies = True
         self._sets: Dict[tuple, SamplerSet] = {}
-        self._denoiser_steps: Dict[tuple, GuidedDenoiserStep] = {}
+        self._denoiser_steps: Dict[int, DenoiserStep] = {}
         self._cached_steps: Dict[tuple, tuple] = {}
 
     def sampler_config(self, params) -> Dict:
@@ -98,12 +99,10 @@ class SamplerCache:
         return self._sets[key]
 
     def _denoiser_step_for(self, guider) -> GuidedDenoiserStep:
-        # MindSpore's graph parser has been seen resolving `guider(...)` to a method of an earlier
-        # guider when a step's guider is swapped: each combination keeps its own compiled step.
-        key = guider.combination_key()
-        if key not in self._denoiser_steps:
-            self._denoiser_steps[key] = GuidedDenoiserStep(self.engine, guider)
-        return self._denoiser_steps[key]
+        copies = guider.num_copies
+        if copies not in self._denoiser_steps:
+            self._denoiser_steps[copies] = DenoiserStep(self.engine, copies)
+        return GuidedDenoiserStep(self._denoiser_steps[copies], guider)
 
     def step_for_run(self, sampler_set: SamplerSet, params):
         """The denoiser step one sampling run calls: the set's compiled step, or with
@@ -116,11 +115,11 @@ class SamplerCache:
         schedule = DeepCacheSchedule(params.cache_interval, params.cache_branch)
         schedule.check(len(unet.input_blocks))
         guider = sampler_set.guider
-        key = (guider.combination_key(), schedule.branch)
+        key = (guider.num_copies, schedule.branch)
         if key not in self._cached_steps:
-            self._cached_steps[key] = (FullCachingStep(self.engine, guider, schedule.branch),
-                                       ShallowCachedStep(self.engine, guider, schedule.branch))
-        return CachedDenoiserStep(schedule, *self._cached_steps[key])
+            self._cached_steps[key] = (FullCachingStep(self.engine, guider.num_copies, schedule.branch),
+                                       ShallowCachedStep(self.engine, guider.num_copies, schedule.branch))
+        return CachedDenoiserStep(schedule, guider, *self._cached_steps[key])
 
     def replace_base(self, sampler_config, skip_unused_copies: bool = True) -> Optional[int]:
         """Make `sampler_config` the base of every run; returns its num_steps, if it has one."""

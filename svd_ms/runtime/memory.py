@@ -40,6 +40,11 @@ def _status_field(field: str) -> Optional[int]:
     return None
 
 
+def resident_bytes() -> Optional[int]:
+    """This process's resident memory now (VmRSS), or None where /proc cannot be read."""
+    return _status_field("VmRSS")
+
+
 class PeakMemory:
     """Peak resident memory between reset() and read()."""
 
@@ -73,8 +78,8 @@ def release_cached_memory() -> None:
     """Give back what dropped models still hold: collect the Python objects (cells sit in
     reference cycles), then ask MindSpore to recycle its runtime memory. MindSpore keeps the
     memory pool of a dropped graph-mode model cached until asked (tiny model: 1.7 GB kept per
-    dropped pipeline, 0.2-0.35 GB with the recycle; tests/runtime/test_memory.py measures it).
-    Call it after dropping a pipeline; models still in use keep what they need."""
+    dropped pipeline, 0.2-0.35 GB with the recycle; tests/runtime/test_pipeline_memory.py measures
+    it). Call it after dropping a pipeline; models still in use keep what they need."""
     import gc
     gc.collect()
     with contextlib.suppress(Exception):  # a MindSpore without the call keeps its cache

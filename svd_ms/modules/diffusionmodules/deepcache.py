@@ -45,14 +45,14 @@ def cache_points(num_input_blocks: int, branch: int):
 
 
 class _CachedUNetStep(nn.Cell):
-    """The guided denoiser step (as models.diffusion.GuidedDenoiserStep) over a part of the UNet."""
+    """The denoiser step (as models.diffusion.DenoiserStep) over a part of the UNet; the guider
+    combines its copies afterwards (CachedDenoiserStep)."""
 
-    def __init__(self, engine, guider, branch: int):
+    def __init__(self, engine, num_copies: int, branch: int):
         super().__init__(auto_prefix=False)
         self.unet = engine.model.diffusion_model
         self.denoiser = engine.denoiser
-        self.guider = guider
-        self.num_copies = guider.num_copies
+        self.num_copies = num_copies
         self.down_stop, self.up_start = cache_points(len(self.unet.input_blocks), branch)
 
     def _inputs(self, x, sigma, concat):
@@ -65,7 +65,7 @@ class _CachedUNetStep(nn.Cell):
 
 
 class FullCachingStep(_CachedUNetStep):
-    """The whole UNet; returns the guided output and the feature the shallow steps reuse."""
+    """The whole UNet; returns the denoised copies and the feature the shallow steps reuse."""
 
     def construct(self, x, sigma, concat, crossattn, vector, image_only_indicator, num_video_frames):
         x_in, h, c_skip, c_out, c_noise = self._inputs(x, sigma, concat)
@@ -76,8 +76,7 @@ class FullCachingStep(_CachedUNetStep):
         feature = unet.up(h, skips, emb, crossattn, image_only_indicator, num_video_frames, 0, self.up_start)
         h = unet.up(feature, skips, emb, crossattn, image_only_indicator, num_video_frames, self.up_start,
                     len(unet.output_blocks))
-        denoised = self.denoiser.combine(unet.out(h), x_in, c_skip, c_out)
-        return self.guider(denoised, sigma), feature
+        return self.denoiser.combine(unet.out(h), x_in, c_skip, c_out), feature
 
 
 class ShallowCachedStep(_CachedUNetStep):
@@ -90,8 +89,7 @@ class ShallowCachedStep(_CachedUNetStep):
         _, skips = unet.down(h, emb, crossattn, image_only_indicator, num_video_frames, self.down_stop)
         h = unet.up(feature, skips, emb, crossattn, image_only_indicator, num_video_frames, self.up_start,
                     len(unet.output_blocks))
-        denoised = self.denoiser.combine(unet.out(h), x_in, c_skip, c_out)
-        return self.guider(denoised, sigma)
+        return self.denoiser.combine(unet.out(h), x_in, c_skip, c_out)
 
 
 class CachedDenoiserStep:
@@ -99,21 +97,22 @@ class CachedDenoiserStep:
     samplers stay stateless functions: the kept feature and the count of UNet evaluations live
     here, and a new run takes a new instance."""
 
-    def __init__(self, schedule: DeepCacheSchedule, full: FullCachingStep, shallow: ShallowCachedStep):
+    def __init__(self, schedule: DeepCacheSchedule, guider, full: FullCachingStep, shallow: ShallowCachedStep):
         self.schedule = schedule
+        self.guider = guider
         self.full = full
         self.shallow = shallow
-        self.guider = full.guider
         self.evaluations = 0
         self.full_evaluations = 0
         self.feature: Optional[Tensor] = None
 
     def __call__(self, x, sigma, concat, crossattn, vector, image_only_indicator, num_video_frames):
         if self.feature is None or self.schedule.runs_full(self.evaluations):
-            out, self.feature = self.full(x, sigma, concat, crossattn, vector, image_only_indicator, num_video_frames)
+            denoised, self.feature = self.full(x, sigma, concat, crossattn, vector, image_only_indicator,
+                                               num_video_frames)
             self.full_evaluations += 1
         else:
-            out = self.shallow(x, sigma, concat, crossattn, vector, image_only_indicator, num_video_frames,
-                               self.feature)
+            denoised = self.shallow(x, sigma, concat, crossattn, vector, image_only_indicator, num_video_frames,
+                                    self.feature)
         self.evaluations += 1
-        return out
+        return self.guider(denoised, sigma)

@@ -2,7 +2,8 @@
 
 A guider says how many copies of the batch the network sees (`num_copies`), how conditioning is
 batched (`prepare_cond`, host side, once per video) and how the copies are combined
-(`construct`, inside the compiled denoiser step, in float32). Per-frame guiders keep their
+(`construct`, in float32, after the denoiser step: in graph mode a small graph of its own, so that
+the UNet's compiled step serves every guider with the same number of copies). Per-frame guiders keep their
 scales as float32 `frame_scales` (T,), computed as upstream's torch float32 code does so that the
 scales agree bit for bit.
 """
@@ -50,12 +51,6 @@ class Guider(nn.Cell):
     # would be computed for nothing. A plain attribute, not a method: MindSpore's graph parser has
     # been seen resolving `guider(...)` to another bound method of a guider created earlier.
     unguided = False
-
-    def combination_key(self) -> tuple:
-        """Equal for guiders that combine the copies identically (one compiled step serves them)."""
-        scales = getattr(self, "frame_scales", getattr(self, "scale", None))
-        scales = tuple(np.asarray(scales, np.float32).ravel().tolist()) if scales is not None else None
-        return type(self).__name__, self.num_copies, self.guided_keys, getattr(self, "num_frames", None), scales
 
 
 class IdentityGuider(Guider):

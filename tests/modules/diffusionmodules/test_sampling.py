@@ -59,6 +59,17 @@ def test_upstream_run(pipe, reference, runs_reference, name):
     assert_close(f"{name}.samples_z", out["latents"], runs_reference[f"{name}.samples_z"], rel=2e-4)
 
 
+def test_guiders_share_the_compiled_unet_step(pipe):
+    """Guiders and guidance scales change without a new UNet step to compile: one step per number
+    of copies the guider batches (the guider combines them after it)."""
+    steps = {}
+    for name in ("euler_churn", "vanilla_cfg", "triangle", "trapezoid", "no_guidance"):
+        pipe.use_sampler(sampler_config(RUNS[name]))
+        step = pipe.denoiser_step
+        steps.setdefault(step.num_copies, set()).add(id(step.denoise))
+    assert {copies: len(ids) for copies, ids in steps.items()} == {1: 1, 2: 1}
+
+
 def test_sampler_noise_shape_is_checked(pipe, reference, runs_reference):
     from svd_ms.errors import InputError
     pipe.use_sampler(sampler_config(RUNS["euler_ancestral"]))
