@@ -77,9 +77,11 @@ class PeakMemory:
 def release_cached_memory() -> None:
     """Give back what dropped models still hold: collect the Python objects (cells sit in
     reference cycles), then ask MindSpore to recycle its runtime memory. MindSpore keeps the
-    memory pool of a dropped graph-mode model cached until asked (tiny model: 1.7 GB kept per
-    dropped pipeline, 0.2-0.35 GB with the recycle; tests/runtime/test_pipeline_memory.py measures
-    it). Call it after dropping a pipeline; models still in use keep what they need."""
+    compiled-graph resources of a dropped graph-mode model until asked (releasing its memory pool
+    alone gives nothing back): per dropped pipeline 0.185 GB kept with gc alone, 0.075 GB with
+    this call (docs/performance.md; tests/runtime/test_pipeline_memory.py). The recycle clears
+    every compile cache, so pipelines still in use compile again on their next call. Call it after
+    dropping a pipeline."""
     import gc
     gc.collect()
     with contextlib.suppress(Exception):  # a MindSpore without the call keeps its cache
