@@ -168,6 +168,12 @@ class PageEvents:
             return None, message_html(one_line(exc))
         return pixels, message_html("; ".join(warnings), error=False)
 
+    def recut(self, path, keep_background, view_size):
+        if path is None:
+            import gradio as gr
+            return gr.skip(), gr.skip()
+        return self.show_cutout(path, keep_background, view_size)
+
     def show_camera(self, table):
         try:
             return draw_camera_path(camera_from_table(table)), ""
@@ -242,9 +248,13 @@ class PageEvents:
         ui["preset"].change(self.preset, ui["preset"], [ui["steps"], ui["extra"]["sampler"]], concurrency_limit=None,
                             api_name="preset")
         cutout_inputs = [ui["orbit_upload"], ui["keep_background"], ui["view_size"]]
-        for trigger, name in ((ui["orbit_upload"].upload, "show_cutout"), (ui["keep_background"].change, "recut")):
-            trigger(self.show_cutout, cutout_inputs, [ui["cutout"], ui["message"]], concurrency_limit=2,
-                    api_name=name)
+        # The file's change (set, replaced, cleared), not its upload event; and the checkbox without a
+        # file leaves the cut-out alone: a late empty answer must not wipe the picture's cut-out
+        # (CI once saw the cut-out never appear when the box was ticked just before the upload).
+        ui["orbit_upload"].change(self.show_cutout, cutout_inputs, [ui["cutout"], ui["message"]],
+                                  concurrency_limit=2, api_name="show_cutout")
+        ui["keep_background"].change(self.recut, cutout_inputs, [ui["cutout"], ui["message"]],
+                                     concurrency_limit=2, api_name="recut")
         ui["camera"].change(self.show_camera, ui["camera"], [ui["camera_plot"], ui["message"]],
                             concurrency_limit=None, api_name="draw_camera")
         page.load(self.initial_preview, ui["use_example"], ui["preview"], concurrency_limit=None,

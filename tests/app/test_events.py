@@ -71,3 +71,16 @@ def test_use_again_gives_the_form_the_results_values():
     assert (values["width"], values["height"], values["frames"]) == (128, 64, 3)
     assert values["lora"] == [["a.safetensors", 0.5], ["b.safetensors", 0.0]]
     assert (values["sampler"], values["guider"], values["max_guidance_scale"]) == ("heun", "(the config's)", "")
+
+
+def test_cutout_follows_the_file_and_an_empty_recut_leaves_it():
+    """The file's change draws (or, cleared, empties) the cut-out; ticking "keep background" with no
+    file answers nothing, so a late reply cannot wipe a cut-out drawn meanwhile (CI's flaky orbit run)."""
+    import gradio as gr
+
+    events, picture = _events(), f"{REFERENCE}/tiny_sv3d_p.input.png"
+    pixels, message = events.show_cutout(picture, True, 64)
+    assert pixels.shape == (64, 64, 3) and "tiny_sv3d_p.input.png" in message
+    assert events.show_cutout(None, True, 64) == (None, "")
+    assert all(isinstance(v, type(gr.skip())) for v in events.recut(None, True, 64))
+    assert events.recut(picture, True, 64)[0].shape == (64, 64, 3)
