@@ -25,6 +25,23 @@ USE_AGAIN_KEYS = ("tabs", "frames", "steps", "seed", "motion", "fps", "noise", "
                   "strength", "keep_background", "view_size", "camera", "lora", "message")
 
 
+def show_camera(table):
+    """The camera table drawn as a path, or the table's mistake in one line."""
+    try:
+        return draw_camera_path(camera_from_table(table)), ""
+    except ParamError as exc:
+        return None, message_html(one_line(exc))
+
+
+def preset_values(name):
+    """(steps, sampler) of a named preset; anything else leaves both as they are."""
+    chosen = PRESETS.get(name)
+    if chosen is None:
+        import gradio as gr
+        return gr.skip(), gr.skip()
+    return chosen["steps"], chosen["sampler"] or CONFIG_DEFAULT
+
+
 class PageEvents:
     def __init__(self, service, info, ui: Dict[str, Any]):
         self.service, self.info, self.ui = service, info, ui
@@ -174,12 +191,6 @@ class PageEvents:
             return gr.skip(), gr.skip()
         return self.show_cutout(path, keep_background, view_size)
 
-    def show_camera(self, table):
-        try:
-            return draw_camera_path(camera_from_table(table)), ""
-        except ParamError as exc:
-            return None, message_html(one_line(exc))
-
     def use_again(self, index, request):
         """The picked result's settings back in the form (uploads must be given again)."""
         import gradio as gr
@@ -189,13 +200,6 @@ class PageEvents:
             return [gr.skip()] * (len(USE_AGAIN_KEYS) - 1) + [message_html("Pick a result first.")] + \
                 [gr.skip()] * len(self.ui["extra"])
         return use_again_values(self.service.pipeline, self.info, self.ui, job)
-
-    def preset(self, name):
-        chosen = PRESETS.get(name)
-        if chosen is None:
-            import gradio as gr
-            return gr.skip(), gr.skip()
-        return chosen["steps"], chosen["sampler"] or CONFIG_DEFAULT
 
     # ---- wiring -----------------------------------------------------------------------------
     def wire(self, page) -> None:
@@ -245,7 +249,7 @@ class PageEvents:
                                 [ui["upload"], ui["preview"], ui["use_example"], ui["message"]],
                                 concurrency_limit=None, api_name="use_example")
         ui["randomize"].click(draw_seed, None, ui["seed"], concurrency_limit=None, api_name="random_seed")
-        ui["preset"].change(self.preset, ui["preset"], [ui["steps"], ui["extra"]["sampler"]], concurrency_limit=None,
+        ui["preset"].change(preset_values, ui["preset"], [ui["steps"], ui["extra"]["sampler"]], concurrency_limit=None,
                             api_name="preset")
         cutout_inputs = [ui["orbit_upload"], ui["keep_background"], ui["view_size"]]
         # The file's change (set, replaced, cleared), not its upload event; and the checkbox without a
@@ -255,7 +259,7 @@ class PageEvents:
                                   concurrency_limit=2, api_name="show_cutout")
         ui["keep_background"].change(self.recut, cutout_inputs, [ui["cutout"], ui["message"]],
                                      concurrency_limit=2, api_name="recut")
-        ui["camera"].change(self.show_camera, ui["camera"], [ui["camera_plot"], ui["message"]],
+        ui["camera"].change(show_camera, ui["camera"], [ui["camera_plot"], ui["message"]],
                             concurrency_limit=None, api_name="draw_camera")
         page.load(self.initial_preview, ui["use_example"], ui["preview"], concurrency_limit=None,
                   api_name="initial_preview")
