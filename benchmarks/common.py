@@ -95,11 +95,8 @@ def peak_rss_bytes() -> int:
 
 def proc_status_kb(field: str) -> int:
     """A field of /proc/self/status in kB (VmHWM, RssAnon, ...); 0 where it is missing."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
+    from svd_ms.runtime.memory import status_bytes
+    return (status_bytes(field) or 0) // 1024
 
 
 def meminfo_gb(field: str) -> float:

@@ -31,9 +31,11 @@ def format_bytes(n: Optional[int]) -> str:
     return "n/a" if n is None else f"{n / 2**30:.2f} GiB"
 
 
-def _status_field(field: str) -> Optional[int]:
+def status_bytes(field: str, pid="self") -> Optional[int]:
+    """A memory field of /proc/<pid>/status (VmRSS, VmHWM, RssAnon, ...) in bytes, or None where
+    /proc cannot be read or has no such field."""
     with contextlib.suppress(OSError, ValueError):
-        with open("/proc/self/status") as f:
+        with open(f"/proc/{pid}/status") as f:
             for line in f:
                 if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
@@ -42,7 +44,7 @@ def _status_field(field: str) -> Optional[int]:
 
 def resident_bytes() -> Optional[int]:
     """This process's resident memory now (VmRSS), or None where /proc cannot be read."""
-    return _status_field("VmRSS")
+    return status_bytes("VmRSS")
 
 
 class PeakMemory:
@@ -61,7 +63,7 @@ class PeakMemory:
                 ms.hal.reset_peak_memory_stats()
 
     def read(self) -> Dict[str, Optional[int]]:
-        host = _status_field("VmHWM")
+        host = status_bytes("VmHWM")
         if host is None:
             with contextlib.suppress(Exception):
                 import resource
@@ -76,14 +78,23 @@ class PeakMemory:
 
 def release_cached_memory() -> None:
     """Give back what dropped models still hold: collect the Python objects (cells sit in
-    reference cycles), then ask MindSpore to recycle its runtime memory. MindSpore keeps the
-    compiled-graph resources of a dropped graph-mode model until asked (releasing its memory pool
-    alone gives nothing back): per dropped pipeline 0.185 GB kept with gc alone, 0.075 GB with
-    this call (docs/performance.md; tests/runtime/test_pipeline_memory.py). The recycle clears
-    every compile cache, so pipelines still in use compile again on their next call. Call it after
-    dropping a pipeline."""
+    reference cycles), ask MindSpore to recycle its runtime memory, then hand the freed heap back
+    to the system. MindSpore keeps the compiled-graph resources of a dropped graph-mode model until
+    asked (releasing its memory pool alone gives nothing back), and glibc keeps freed heap pages
+    in the process until trimmed (docs/performance.md has the figures;
+    tests/runtime/test_pipeline_memory.py). The recycle clears every compile cache, so pipelines
+    still in use compile again on their next call. Call it after dropping a pipeline."""
     import gc
     gc.collect()
     with contextlib.suppress(Exception):  # a MindSpore without the call keeps its cache
         import mindspore as ms
         ms.ms_memory_recycle()
+    trim_heap()
+
+
+def trim_heap() -> None:
+    """glibc's malloc_trim(0): return the freed pages of every heap arena to the system (a no-op
+    where the C library has no such call, e.g. musl or macOS)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
