@@ -38,9 +38,10 @@ def main(argv=None):
     parser.add_argument("--count", type=int, default=5)
     parser.add_argument("--model", choices=("tiny", "smaller"), default="tiny",
                         help="the tiny reference model, or smaller_config's (random weights)")
-    parser.add_argument("--release", choices=("gc", "recycle", "pool"), default="gc",
-                        help="after each drop: gc.collect() only; svd_ms's release_cached_memory(); or "
-                             "gc.collect() and MindSpore's memory-pool release alone (experiment)")
+    parser.add_argument("--release", choices=("gc", "recycle", "pool", "trim"), default="gc",
+                        help="after each drop: gc.collect() only; svd_ms's release_cached_memory() (gc, "
+                             "MindSpore's recycle, malloc_trim); or, as experiments, gc.collect() with MindSpore's "
+                             "memory-pool release alone, or with glibc's malloc_trim(0) alone")
     args = parser.parse_args(argv)
     os.environ.setdefault("GLOG_v", "3")
 
@@ -68,6 +69,9 @@ def main(argv=None):
         elif args.release == "pool":
             from mindspore._c_expression import _ms_memory_recycle
             _ms_memory_recycle()
+        elif args.release == "trim":
+            from svd_ms.runtime.memory import trim_heap
+            trim_heap()
         readings["dropped"].append(resident_bytes())
     print(json.dumps(readings), flush=True)
 
