@@ -8,7 +8,7 @@ CrossAttention as the video UNet; the walk for Ascend-only call sites covers the
 import numpy as np
 import pytest
 
-from ascend.test_pipeline_on_ascend import FP16_VIDEO_BOUNDS, _attention_choices, ascend  # noqa: F401
+from ascend.test_pipeline_on_ascend import FP16_VIDEO_BOUNDS, _attention_choices
 from conftest import assert_close
 from pipelines.test_sv4d2 import CONFIG, NPZ, SIZE, STEPS, WEIGHTS, recorded_noise
 from svd_ms import policy
@@ -25,7 +25,7 @@ def _attention_layers(engine):
 
 
 @pytest.mark.parametrize("amp_level", ["O2", "O0"])
-def test_sv4d2_on_ascend(ascend, amp_level):  # noqa: F811
+def test_sv4d2_on_ascend(ascend, amp_level):
     """Both chunks of upstream's run from its recorded draws. Every attention layer, the view
     and frame ones included, picks the fused kernel and has a head layout it takes, so none falls
     back to the math path."""
