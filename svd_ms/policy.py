@@ -242,6 +242,18 @@ def composed_group_norm(device: Optional[str] = None) -> bool:
     return (device or device_target()) == "CPU"
 
 
+def cpu_gelu_kernel(device: Optional[str] = None) -> bool:
+    """The exact GELU through the project's ahead-of-time CPU kernel (svd_ms/modules/cpu_kernels)
+    instead of composed operators: MindSpore 2.10's CPU `Erf` evaluates one value at a time (91 ms
+    for 10.5 M values where the kernel's whole GELU takes 7 ms, PyTorch's 17 ms; docs/
+    performance.md). Ascend and GPU keep the composition. SVD_MS_GELU=kernel|composed forces one
+    (tests/modules/test_cpu_kernels.py checks the kernel against PyTorch)."""
+    forced = os.environ.get("SVD_MS_GELU")
+    if forced in ("kernel", "composed"):
+        return forced == "kernel"
+    return (device or device_target()) == "CPU"
+
+
 def cpu_thread_settings(cores: int) -> Dict[str, Optional[int]]:
     """MindSpore's CPU thread counts for a host with `cores` cores (None: MindSpore's default).
     Kernel threads = cores: MindSpore 2.10 starts 25 kernel threads whatever the host, and on a

@@ -6,6 +6,7 @@ from mindspore import nn, ops
 
 from .. import policy
 from ..runtime.budget import ATTENTION_CHUNK_BYTES  # the math attention's largest score tensor at once
+from .cpu_kernels import gated_gelu_op
 from .layers import GELU, Conv2d, GroupNorm, Identity, LayerNorm, Linear
 
 
@@ -107,13 +108,19 @@ MemoryEfficientCrossAttention = CrossAttention
 
 
 class GEGLU(nn.Cell):
+    """value * gelu(gate) from one projection's two halves; float32 on CPU in one kernel pass
+    (`policy.cpu_gelu_kernel`), which spares MindSpore's copies of the two strided halves."""
+
     def __init__(self, dim_in, dim_out):
         super().__init__()
         self.proj = Linear(dim_in, dim_out * 2)
         self.gelu = GELU()
+        self.gated_kernel = gated_gelu_op() if policy.cpu_gelu_kernel() else None
 
     def construct(self, x):
         h = self.proj(x)
+        if self.gated_kernel is not None and h.dtype == ms.float32:
+            return self.gated_kernel(h)
         value, gate = ops.chunk(h, 2, axis=-1)
         return value * self.gelu(gate)
 

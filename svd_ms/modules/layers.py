@@ -21,6 +21,7 @@ from mindspore.common.initializer import initializer
 
 from .. import policy
 from .composed_kernels import group_norm_composed
+from .cpu_kernels import exact_gelu_op
 
 # Largest im2col buffer (bytes) the matmul convolution builds at once; bigger inputs are
 # processed in batch chunks, and single images in chunks of output rows.
@@ -66,9 +67,16 @@ def gelu(x):
 
 
 class GELU(nn.Cell):
-    """Exact (erf) GELU, as torch.nn.GELU() and torch.nn.functional.gelu default to."""
+    """Exact (erf) GELU, as torch.nn.GELU() and torch.nn.functional.gelu default to: float32 through
+    the CPU kernel where `policy.cpu_gelu_kernel()` says so and it is built, else composed."""
+
+    def __init__(self):
+        super().__init__()
+        self.kernel = exact_gelu_op() if policy.cpu_gelu_kernel() else None
 
     def construct(self, x):
+        if self.kernel is not None and x.dtype == ms.float32:
+            return self.kernel(x)
         return gelu(x)
 
 

@@ -1,0 +1,122 @@
+"""Kernels for MindSpore's CPU backend compiled ahead of time by the project's install step
+(`python -m svd_ms.modules.cpu_kernels`, which scripts/setup.sh runs), and called through
+`ops.Custom(func_type="aot")`.
+
+In `exact_gelu.cc`: the exact (erf) GELU, and the gated GELU of GEGLU (value * gelu(gate) from
+the projection's two halves in one pass). Where to use it is the device policy's
+decision (`policy.cpu_gelu_kernel`); without a built library the layers keep the composed GELU
+and say so once. The library's file name carries a hash of its source and flags, so an edited
+source is never served by an older build.
+"""
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from mindspore import ops
+
+SOURCE = Path(__file__).with_name("exact_gelu.cc")
+BUILD_DIR = Path(__file__).with_name("build")
+INV_SQRT2 = 0.7071067811865476
+INV_SQRT_2PI = 0.3989422804014327
+
+
+def host_isa() -> str:
+    """'avx2' on x86 hosts with AVX2 and FMA (glibc's 8-wide vector erff), else 'generic'."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return "generic"
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        return "generic"
+    return "avx2" if {"avx2", "fma"} <= set(flags.split()) else "generic"
+
+
+def compile_flags(isa: str) -> List[str]:
+    flags = ["-std=c++17", "-O3", "-fno-math-errno", "-fopenmp-simd", "-shared", "-fPIC"]
+    return flags + (["-mavx2", "-mfma"] if isa == "avx2" else [])
+
+
+def library_path(isa: Optional[str] = None) -> Path:
+    isa = isa or host_isa()
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(compile_flags(isa)).encode()).hexdigest()[:12]
+    return BUILD_DIR / f"libexact_gelu-{isa}-{digest}.so"
+
+
+def build(compiler: Optional[str] = None) -> Path:
+    """Compile the library for this host (a no-op when it exists). Raises RuntimeError, one line."""
+    target = library_path()
+    if target.exists():
+        return target
+    compiler = compiler or os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if not compiler:
+        raise RuntimeError("no C++ compiler found (install g++, or set CXX)")
+    BUILD_DIR.mkdir(exist_ok=True)
+    partial = target.with_suffix(f".{os.getpid()}.tmp")
+    command = [compiler, *compile_flags(host_isa()), "-o", str(partial), str(SOURCE), "-lm"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        partial.unlink(missing_ok=True)
+        first = (done.stderr.strip().splitlines() or ["no message"])[0]
+        raise RuntimeError(f"{' '.join(command[:1])} failed on {SOURCE.name}: {first}")
+    os.replace(partial, target)  # whole file or none: a reader never loads a half-written library
+    for older in BUILD_DIR.glob("libexact_gelu-*.so"):
+        if older != target:
+            older.unlink(missing_ok=True)
+    return target
+
+
+# Gradients (training) in composed operators, from d/dx [x Phi(x)] = Phi(x) + x phi(x).
+def _gelu_and_slope(x):
+    cdf = (ops.erf(x * INV_SQRT2) + 1.0) * 0.5
+    return x * cdf, cdf + x * ops.exp(x * x * -0.5) * INV_SQRT_2PI
+
+
+def _exact_gelu_bprop(x, out, dout):
+    return (dout * _gelu_and_slope(x)[1],)
+
+
+def _gated_gelu_bprop(h, out, dout):
+    value, gate = ops.chunk(h, 2, axis=-1)
+    activation, slope = _gelu_and_slope(gate)
+    return (ops.cat([dout * activation, dout * value * slope], axis=-1),)
+
+
+def _halved(shape):
+    return list(shape[:-1]) + [shape[-1] // 2]
+
+
+@functools.lru_cache(maxsize=None)
+def _library() -> Optional[Path]:
+    path = library_path()
+    if path.exists():
+        return path
+    print("note: exact GELU runs as composed operators: the CPU kernels are not built "
+          "(python -m svd_ms.modules.cpu_kernels)", file=sys.stderr, flush=True)
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def exact_gelu_op():
+    """x -> gelu(x) on float32 as a MindSpore operator, or None when this host's library is not
+    built (said once on stderr)."""
+    path = _library()
+    if path is None:
+        return None
+    return ops.Custom(f"{path}:ExactGeluFloat32", out_shape=lambda shape: shape, out_dtype=lambda dtype: dtype,
+                      func_type="aot", bprop=_exact_gelu_bprop)
+
+
+@functools.lru_cache(maxsize=None)
+def gated_gelu_op():
+    """h (..., 2n) -> h[..., :n] * gelu(h[..., n:]) on float32, or None as exact_gelu_op."""
+    path = _library()
+    if path is None:
+        return None
+    return ops.Custom(f"{path}:GatedExactGeluFloat32", out_shape=_halved, out_dtype=lambda dtype: dtype,
+                      func_type="aot", bprop=_gated_gelu_bprop)
