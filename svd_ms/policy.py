@@ -254,6 +254,18 @@ def cpu_gelu_kernel(device: Optional[str] = None) -> bool:
     return (device or device_target()) == "CPU"
 
 
+def cpu_group_norm_kernel(device: Optional[str] = None) -> bool:
+    """GroupNorm's forward pass through the project's ahead-of-time CPU kernel (svd_ms/modules/
+    cpu_kernels/group_norm.cc; training keeps the composition, which autodiff differentiates):
+    one launch instead of a dozen (the temporal VAE's 58 GroupNorms took 1.4 s of a 7.5 s decode
+    of 4x128 composed; docs/performance.md). Ascend and GPU keep their kernels.
+    SVD_MS_GROUP_NORM=native|composed turns it off (as for `composed_group_norm`), =kernel forces it."""
+    forced = os.environ.get("SVD_MS_GROUP_NORM")
+    if forced in ("native", "composed", "kernel"):
+        return forced == "kernel"
+    return (device or device_target()) == "CPU"
+
+
 def cpu_thread_settings(cores: int) -> Dict[str, Optional[int]]:
     """MindSpore's CPU thread counts for a host with `cores` cores (None: MindSpore's default).
     Kernel threads = cores: MindSpore 2.10 starts 25 kernel threads whatever the host, and on a

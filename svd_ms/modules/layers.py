@@ -21,7 +21,7 @@ from mindspore.common.initializer import initializer
 
 from .. import policy
 from .composed_kernels import group_norm_composed
-from .cpu_kernels import exact_gelu_op
+from .cpu_kernels import exact_gelu_op, group_norm_op
 
 # Largest im2col buffer (bytes) the matmul convolution builds at once; bigger inputs are
 # processed in batch chunks, and single images in chunks of output rows.
@@ -299,9 +299,11 @@ def _count(shape) -> int:
 
 
 class GroupNorm(nn.Cell):
-    """GroupNorm over (N, C, *); statistics and affine in float32, output in the input dtype. The
-    kernel or the vectorised composition, as `policy.composed_group_norm()` says (decided when
-    the layer is built), the latter for inputs of COMPOSED_GROUP_NORM_MIN_SIZE values or more."""
+    """GroupNorm over (N, C, *); statistics and affine in float32, output in the input dtype. Outside
+    training, the project's CPU kernel where `policy.cpu_group_norm_kernel()` says so and it is
+    built; otherwise the backend's kernel or the vectorised composition, as
+    `policy.composed_group_norm()` says, the latter for inputs of COMPOSED_GROUP_NORM_MIN_SIZE
+    values or more (all decided when the layer is built)."""
 
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True):
         super().__init__()
@@ -312,11 +314,16 @@ class GroupNorm(nn.Cell):
         self.bias = Parameter(initializer("zeros", (num_channels,), ms.float32), name="bias")
         self.composed = policy.composed_group_norm()
         self.normalise = ops.BatchNorm(is_training=False, epsilon=eps)
+        self.kernel = group_norm_op() if policy.cpu_group_norm_kernel() else None
+        self.kernel_settings = Tensor(np.array([num_groups, eps], np.float32))
 
     def construct(self, x):
         in_dtype = x.dtype
         x = ops.cast(x, ms.float32)
-        if self.composed and _count(x.shape) >= COMPOSED_GROUP_NORM_MIN_SIZE:
+        if self.kernel is not None and not self.training:
+            h = self.kernel(x, ops.cast(self.weight, ms.float32), ops.cast(self.bias, ms.float32),
+                            self.kernel_settings)
+        elif self.composed and _count(x.shape) >= COMPOSED_GROUP_NORM_MIN_SIZE:
             h = group_norm_composed(x, self.num_groups, self.weight, self.bias, self.eps, self.normalise)
         else:
             h = mint.nn.functional.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)

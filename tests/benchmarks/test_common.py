@@ -10,7 +10,7 @@ import pytest
 from benchmarks import common
 
 BENCHMARKS = ("bench", "e2e", "conv_paths", "convert_memory", "load_memory", "long_video", "sampling", "train_step",
-              "profile_ops", "cpu_norms", "cpu_threads", "deepcache", "preview_cost")
+              "profile_ops", "cpu_norms", "cpu_threads", "deepcache", "preview_cost", "layer_times")
 
 
 def test_time_calls_counts_warmup_and_repeats():

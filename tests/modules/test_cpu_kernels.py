@@ -1,5 +1,5 @@
-"""svd_ms.modules.cpu_kernels: the ahead-of-time CPU kernels (exact GELU, GEGLU's gated GELU)
-against PyTorch (torch.nn.functional.gelu in float64 as the truth, float32 PyTorch's own error
+"""svd_ms.modules.cpu_kernels: the ahead-of-time CPU kernels (exact GELU, GEGLU's gated GELU,
+GroupNorm's forward pass) against PyTorch (torch.nn.functional.gelu in float64 as the truth, float32 PyTorch's own error
 printed beside ours), forward and gradient, PyNative and graph mode, through the layers that use
 them; and that the install step built them for this host (a missing build fails here, it does
 not fall back silently). Small shapes: a few seconds."""
@@ -51,14 +51,18 @@ def test_the_install_step_built_the_kernels_for_this_host():
     path = cpu_kernels.library_path()
     assert path.exists(), f"{path} missing: scripts/setup.sh builds it (python -m svd_ms.modules.cpu_kernels)"
     assert policy.cpu_gelu_kernel("CPU") and not policy.cpu_gelu_kernel("Ascend")
-    assert cpu_kernels.exact_gelu_op() is not None and cpu_kernels.gated_gelu_op() is not None
+    assert policy.cpu_group_norm_kernel("CPU") and not policy.cpu_group_norm_kernel("GPU")
+    for op in (cpu_kernels.exact_gelu_op, cpu_kernels.gated_gelu_op, cpu_kernels.group_norm_op):
+        assert op() is not None, op.__name__
 
 
 def test_an_edited_source_is_not_served_by_an_older_build(tmp_path, monkeypatch):
     before = cpu_kernels.library_path()
-    edited = tmp_path / "exact_gelu.cc"
-    edited.write_text(cpu_kernels.SOURCE.read_text() + "\n// edited\n")
-    monkeypatch.setattr(cpu_kernels, "SOURCE", edited)
+    for source in cpu_kernels.sources():
+        (tmp_path / source.name).write_text(source.read_text())
+    monkeypatch.setattr(cpu_kernels, "SOURCE_DIR", tmp_path)
+    assert cpu_kernels.library_path() == before
+    (tmp_path / "group_norm.cc").write_text((tmp_path / "group_norm.cc").read_text() + "\n// edited\n")
     assert cpu_kernels.library_path() != before
 
 
@@ -140,3 +144,63 @@ def test_float16_and_the_composed_policy_take_the_composition(monkeypatch):
     assert err <= 2e-3 * 40  # two float16 roundings at the largest value (40)
     monkeypatch.setenv("SVD_MS_GELU", "composed")
     assert layers.GELU().kernel is None and GEGLU(4, 4).gated_kernel is None
+
+
+# (input shape, groups, eps): a UNet-like map, a video (N, C, T, H, W), a VAE-sized one
+NORM_CASES = [((2, 64, 6, 5), 32, 1e-5), ((1, 32, 3, 4, 5), 8, 1e-6), ((2, 128, 48, 40), 32, 1e-6)]
+
+
+def _group_norm(shape, groups, eps):
+    rng = np.random.default_rng(6)
+    norm = layers.GroupNorm(groups, shape[1], eps=eps)
+    norm.set_train(False)
+    norm.weight.set_data(ms.Tensor(rng.standard_normal(shape[1]).astype(np.float32)))
+    norm.bias.set_data(ms.Tensor(rng.standard_normal(shape[1]).astype(np.float32)))
+    x = (3.0 + 2.0 * rng.standard_normal(shape)).astype(np.float32)  # offset mean, as activations have
+    return norm, x
+
+
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
+@pytest.mark.parametrize("case", NORM_CASES, ids=[str(c[0]) for c in NORM_CASES])
+def test_group_norm_kernel_matches_torch(case, mode):
+    """Units of float32 eps x max |truth| (the output's scale), as tests/modules/test_composed_kernels.py."""
+    import torch
+    shape, groups, eps = case
+    norm, x = _group_norm(shape, groups, eps)
+    assert norm.kernel is not None
+    ours = _run(mode, lambda t: norm(t).asnumpy(), ms.Tensor(x))
+    w, b = (torch.from_numpy(p.asnumpy()) for p in (norm.weight, norm.bias))
+    truth = torch.nn.functional.group_norm(torch.from_numpy(x).double(), groups, w.double(), b.double(), eps).numpy()
+    torch_f32 = torch.nn.functional.group_norm(torch.from_numpy(x), groups, w, b, eps).numpy()
+    unit = np.finfo(np.float32).eps * np.abs(truth).max()
+    err, torch_err = np.abs(ours - truth).max() / unit, np.abs(torch_f32 - truth).max() / unit
+    print(f"[parity] group_norm kernel {shape} g={groups} [{mode}]: max error {err:.2f} units of the output's "
+          f"scale, torch float32 {torch_err:.2f} | bound <= 4")
+    assert err <= 4
+
+
+def test_group_norm_kernel_is_inference_only(monkeypatch):
+    """Training takes the composition (autodiff differentiates it; the kernel has no backward),
+    and float16 inputs go through it in float32 and come back float16."""
+    import torch
+    norm, x = _group_norm((2, 64, 6, 5), 32, 1e-5)
+    half = norm(ms.Tensor(x.astype(np.float16)))
+    assert half.dtype == ms.float16
+    w, b = (torch.from_numpy(p.asnumpy()).double() for p in (norm.weight, norm.bias))
+    truth = torch.nn.functional.group_norm(torch.from_numpy(x.astype(np.float16)).double(), 32, w, b, 1e-5).numpy()
+    err = np.abs(half.asnumpy().astype(np.float64) - truth).max()
+    bound = np.finfo(np.float16).eps * np.abs(truth).max()
+    print(f"[parity] group_norm kernel float16 in/out: max_abs={err:.3e} | bound <= {bound:.3e}")
+    assert err <= bound
+
+    def refuse(*args):
+        raise AssertionError("kernel used while training")
+    norm.kernel = refuse
+    norm.set_train(True)
+    trained = norm(ms.Tensor(x)).asnumpy()
+    norm.set_train(False)
+    with pytest.raises(AssertionError, match="kernel used"):
+        norm(ms.Tensor(x))
+    monkeypatch.setenv("SVD_MS_GROUP_NORM", "composed")
+    assert layers.GroupNorm(4, 8).kernel is None
+    assert np.isfinite(trained).all()

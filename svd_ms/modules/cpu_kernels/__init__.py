@@ -2,8 +2,9 @@
 (`python -m svd_ms.modules.cpu_kernels`, which scripts/setup.sh runs), and called through
 `ops.Custom(func_type="aot")`.
 
-In `exact_gelu.cc`: the exact (erf) GELU, and the gated GELU of GEGLU (value * gelu(gate) from
-the projection's two halves in one pass). Where to use it is the device policy's
+`exact_gelu.cc`: the exact (erf) GELU, and the gated GELU of GEGLU (value * gelu(gate) from the
+projection's two halves in one pass); `group_norm.cc`: GroupNorm's forward pass. All sources go
+into one library. Where to use it is the device policy's
 decision (`policy.cpu_gelu_kernel`); without a built library the layers keep the composed GELU
 and say so once. The library's file name carries a hash of its source and flags, so an edited
 source is never served by an older build.
@@ -20,8 +21,9 @@ from typing import List, Optional
 
 from mindspore import ops
 
-SOURCE = Path(__file__).with_name("exact_gelu.cc")
-BUILD_DIR = Path(__file__).with_name("build")
+SOURCE_DIR = Path(__file__).parent
+BUILD_DIR = SOURCE_DIR / "build"
+LIBRARY_STEM = "libsvd_ms_cpu_kernels"
 INV_SQRT2 = 0.7071067811865476
 INV_SQRT_2PI = 0.3989422804014327
 
@@ -42,10 +44,17 @@ def compile_flags(isa: str) -> List[str]:
     return flags + (["-mavx2", "-mfma"] if isa == "avx2" else [])
 
 
+def sources() -> List[Path]:
+    return sorted(SOURCE_DIR.glob("*.cc"))
+
+
 def library_path(isa: Optional[str] = None) -> Path:
     isa = isa or host_isa()
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(compile_flags(isa)).encode()).hexdigest()[:12]
-    return BUILD_DIR / f"libexact_gelu-{isa}-{digest}.so"
+    digest = hashlib.sha256()
+    for source in sources():
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    digest.update(" ".join(compile_flags(isa)).encode())
+    return BUILD_DIR / f"{LIBRARY_STEM}-{isa}-{digest.hexdigest()[:12]}.so"
 
 
 def build(compiler: Optional[str] = None) -> Path:
@@ -58,14 +67,14 @@ def build(compiler: Optional[str] = None) -> Path:
         raise RuntimeError("no C++ compiler found (install g++, or set CXX)")
     BUILD_DIR.mkdir(exist_ok=True)
     partial = target.with_suffix(f".{os.getpid()}.tmp")
-    command = [compiler, *compile_flags(host_isa()), "-o", str(partial), str(SOURCE), "-lm"]
+    command = [compiler, *compile_flags(host_isa()), "-o", str(partial), *map(str, sources()), "-lm"]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         partial.unlink(missing_ok=True)
         first = (done.stderr.strip().splitlines() or ["no message"])[0]
-        raise RuntimeError(f"{' '.join(command[:1])} failed on {SOURCE.name}: {first}")
+        raise RuntimeError(f"{command[0]} failed: {first}")
     os.replace(partial, target)  # whole file or none: a reader never loads a half-written library
-    for older in BUILD_DIR.glob("libexact_gelu-*.so"):
+    for older in BUILD_DIR.glob(f"{LIBRARY_STEM}-*.so"):
         if older != target:
             older.unlink(missing_ok=True)
     return target
@@ -96,7 +105,7 @@ def _library() -> Optional[Path]:
     path = library_path()
     if path.exists():
         return path
-    print("note: exact GELU runs as composed operators: the CPU kernels are not built "
+    print("note: GELU and GroupNorm run as composed operators: the CPU kernels are not built "
           "(python -m svd_ms.modules.cpu_kernels)", file=sys.stderr, flush=True)
     return None
 
@@ -120,3 +129,14 @@ def gated_gelu_op():
         return None
     return ops.Custom(f"{path}:GatedExactGeluFloat32", out_shape=_halved, out_dtype=lambda dtype: dtype,
                       func_type="aot", bprop=_gated_gelu_bprop)
+
+
+@functools.lru_cache(maxsize=None)
+def group_norm_op():
+    """(x (N, C, *), weight (C), bias (C), [groups, eps]) -> GroupNorm(x) on float32, forward only
+    (the layer takes its composition when training), or None as exact_gelu_op."""
+    path = _library()
+    if path is None:
+        return None
+    return ops.Custom(f"{path}:GroupNormFloat32", out_shape=lambda x, *_: x, out_dtype=lambda x, *_: x,
+                      func_type="aot")
