@@ -314,7 +314,7 @@ class GroupNorm(nn.Cell):
         self.bias = Parameter(initializer("zeros", (num_channels,), ms.float32), name="bias")
         self.composed = policy.composed_group_norm()
         self.normalise = ops.BatchNorm(is_training=False, epsilon=eps)
-        self.kernel = group_norm_op() if policy.cpu_group_norm_kernel() else None
+        self.kernel = group_norm_op(num_groups, eps) if policy.cpu_group_norm_kernel() else None
         self.kernel_settings = Tensor(np.array([num_groups, eps], np.float32))
 
     def construct(self, x):

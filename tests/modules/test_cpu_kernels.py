@@ -52,8 +52,9 @@ def test_the_install_step_built_the_kernels_for_this_host():
     assert path.exists(), f"{path} missing: scripts/setup.sh builds it (python -m svd_ms.modules.cpu_kernels)"
     assert policy.cpu_gelu_kernel("CPU") and not policy.cpu_gelu_kernel("Ascend")
     assert policy.cpu_group_norm_kernel("CPU") and not policy.cpu_group_norm_kernel("GPU")
-    for op in (cpu_kernels.exact_gelu_op, cpu_kernels.gated_gelu_op, cpu_kernels.group_norm_op):
+    for op in (cpu_kernels.exact_gelu_op, cpu_kernels.gated_gelu_op):
         assert op() is not None, op.__name__
+    assert cpu_kernels.group_norm_op(32, 1e-6) is not None
 
 
 def test_an_edited_source_is_not_served_by_an_older_build(tmp_path, monkeypatch):
@@ -179,9 +180,38 @@ def test_group_norm_kernel_matches_torch(case, mode):
     assert err <= 4
 
 
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
+def test_group_norm_kernel_gradients_match_torch(mode):
+    """Gradients through the kernel (a model in inference mode differentiated, as the LoRA and
+    loss tests do) for x, weight and bias, against PyTorch in float64."""
+    import torch
+    shape, groups, eps = (2, 64, 6, 5), 32, 1e-5
+    norm, x = _group_norm(shape, groups, eps)
+    upstream = np.random.default_rng(7).standard_normal(shape).astype(np.float32)
+    op = cpu_kernels.group_norm_op(groups, eps)
+
+    def loss(t, w, b):
+        return (op(t, w, b, norm.kernel_settings) * ms.Tensor(upstream)).sum()
+    grads = _run(mode, lambda *a: [g.asnumpy() for g in ms.grad(loss, grad_position=(0, 1, 2))(*a)],
+                 ms.Tensor(x), norm.weight.value(), norm.bias.value())
+
+    def torch_grads(dtype):
+        t, w, b = (torch.from_numpy(a).to(dtype).requires_grad_(True)
+                   for a in (x, norm.weight.asnumpy(), norm.bias.asnumpy()))
+        (torch.nn.functional.group_norm(t, groups, w, b, eps) * torch.from_numpy(upstream).to(dtype)).sum().backward()
+        return [a.grad.numpy() for a in (t, w, b)]
+    for name, ours, truth, torch_f32 in zip(("x", "weight", "bias"), grads, torch_grads(torch.float64),
+                                            torch_grads(torch.float32)):
+        unit = np.finfo(np.float32).eps * np.abs(truth).max()
+        err, torch_err = np.abs(ours - truth).max() / unit, np.abs(torch_f32 - truth).max() / unit
+        print(f"[parity] group_norm kernel gradient of {name} [{mode}]: max error {err:.2f} units of its scale, "
+              f"torch float32 {torch_err:.2f} | bound <= {GRADIENT_ULPS}")
+        assert err <= GRADIENT_ULPS
+
+
 def test_group_norm_kernel_is_inference_only(monkeypatch):
-    """Training takes the composition (autodiff differentiates it; the kernel has no backward),
-    and float16 inputs go through it in float32 and come back float16."""
+    """Training takes the composition (its gradients are the ones checked against upstream in
+    tests/modules/diffusionmodules/test_loss.py), and float16 inputs go through it in float32 and come back float16."""
     import torch
     norm, x = _group_norm((2, 64, 6, 5), 32, 1e-5)
     half = norm(ms.Tensor(x.astype(np.float16)))

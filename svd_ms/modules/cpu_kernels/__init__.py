@@ -131,12 +131,32 @@ def gated_gelu_op():
                       func_type="aot", bprop=_gated_gelu_bprop)
 
 
+def _group_norm_bprop(groups: int, eps: float):
+    """GroupNorm's gradients in composed operators: with n = (x - mean) / std per group and g =
+    dout * weight, dx = (g - mean(g) - n * mean(g * n)) / std over each group; dweight and dbias
+    sum dout * n and dout over samples and positions."""
+    def bprop(x, weight, bias, settings, out, dout):
+        samples, channels = x.shape[0], x.shape[1]
+        rows = x.reshape(samples, groups, -1)
+        centred = rows - rows.mean(axis=-1, keep_dims=True)
+        inv_std = ops.rsqrt((centred * centred).mean(axis=-1, keep_dims=True) + eps)
+        normalised = centred * inv_std
+        upstream = dout.reshape(samples, channels, -1)
+        dweight = (upstream * normalised.reshape(samples, channels, -1)).sum(axis=(0, 2))
+        dbias = upstream.sum(axis=(0, 2))
+        scaled = (upstream * weight.reshape(1, channels, 1)).reshape(samples, groups, -1)
+        dx = inv_std * (scaled - scaled.mean(axis=-1, keep_dims=True)
+                        - normalised * (scaled * normalised).mean(axis=-1, keep_dims=True))
+        return dx.reshape(x.shape), dweight, dbias, ops.zeros_like(settings)
+    return bprop
+
+
 @functools.lru_cache(maxsize=None)
-def group_norm_op():
-    """(x (N, C, *), weight (C), bias (C), [groups, eps]) -> GroupNorm(x) on float32, forward only
-    (the layer takes its composition when training), or None as exact_gelu_op."""
+def group_norm_op(groups: int, eps: float):
+    """(x (N, C, *), weight (C), bias (C), [groups, eps]) -> GroupNorm(x) on float32 for these
+    groups and eps (the backward needs them as constants), or None as exact_gelu_op."""
     path = _library()
     if path is None:
         return None
     return ops.Custom(f"{path}:GroupNormFloat32", out_shape=lambda x, *_: x, out_dtype=lambda x, *_: x,
-                      func_type="aot")
+                      func_type="aot", bprop=_group_norm_bprop(int(groups), float(eps)))
