@@ -244,9 +244,9 @@ def composed_group_norm(device: Optional[str] = None) -> bool:
 
 def cpu_gelu_kernel(device: Optional[str] = None) -> bool:
     """The exact GELU through the project's ahead-of-time CPU kernel (svd_ms/modules/cpu_kernels)
-    instead of composed operators: MindSpore 2.10's CPU `Erf` evaluates one value at a time (91 ms
-    for 10.5 M values where the kernel's whole GELU takes 7 ms, PyTorch's 17 ms; docs/
-    performance.md). Ascend and GPU keep the composition. SVD_MS_GELU=kernel|composed forces one
+    instead of composed operators: MindSpore 2.10's CPU `Erf` evaluates one value at a time (42 M
+    values: 0.348 s composed, 0.027 s the kernel, PyTorch 0.064 s; `python -m benchmarks.cpu_norms`,
+    docs/performance.md). Ascend and GPU keep the composition. SVD_MS_GELU=kernel|composed forces one
     (tests/modules/test_cpu_kernels.py checks the kernel against PyTorch)."""
     forced = os.environ.get("SVD_MS_GELU")
     if forced in ("kernel", "composed"):
