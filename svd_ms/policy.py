@@ -230,16 +230,22 @@ def default_loss_scaling(precision: str) -> bool:
     return precision == "fp16" or (precision == "fp32" and device_target() == "Ascend")
 
 
+def _switch_on_cpu(variable: str, choices: tuple, chosen: str, device: Optional[str]) -> bool:
+    """Whether the environment `variable` names `chosen` when it names one of `choices`; else
+    whether `device` (default: the selected one) is the CPU."""
+    forced = os.environ.get(variable)
+    if forced in choices:
+        return forced == chosen
+    return (device or device_target()) == "CPU"
+
+
 def composed_group_norm(device: Optional[str] = None) -> bool:
     """GroupNorm from vectorised operators (svd_ms/modules/composed_kernels.py) instead of the
     backend's GroupNorm kernel: on CPU, where MindSpore 2.10's kernel is slow (0.16 s against the
     composition's 0.086-0.097 s on 8x128x128x128, PyTorch 0.03-0.05 s; docs/performance.md).
     Ascend and GPU keep their native kernels. SVD_MS_GROUP_NORM=native|composed forces one
     (tests/modules/test_composed_kernels.py checks the composition against PyTorch)."""
-    forced = os.environ.get("SVD_MS_GROUP_NORM")
-    if forced in ("native", "composed"):
-        return forced == "composed"
-    return (device or device_target()) == "CPU"
+    return _switch_on_cpu("SVD_MS_GROUP_NORM", ("native", "composed"), "composed", device)
 
 
 def cpu_gelu_kernel(device: Optional[str] = None) -> bool:
@@ -248,22 +254,16 @@ def cpu_gelu_kernel(device: Optional[str] = None) -> bool:
     values: 0.348 s composed, 0.027 s the kernel, PyTorch 0.064 s; `python -m benchmarks.cpu_norms`,
     docs/performance.md). Ascend and GPU keep the composition. SVD_MS_GELU=kernel|composed forces one
     (tests/modules/test_cpu_kernels.py checks the kernel against PyTorch)."""
-    forced = os.environ.get("SVD_MS_GELU")
-    if forced in ("kernel", "composed"):
-        return forced == "kernel"
-    return (device or device_target()) == "CPU"
+    return _switch_on_cpu("SVD_MS_GELU", ("kernel", "composed"), "kernel", device)
 
 
 def cpu_group_norm_kernel(device: Optional[str] = None) -> bool:
     """GroupNorm's forward pass through the project's ahead-of-time CPU kernel (svd_ms/modules/
-    cpu_kernels/group_norm.cc; training keeps the composition, which autodiff differentiates):
+    cpu_kernels/group_norm.cc; training mode keeps the composition, checked against upstream):
     one launch instead of a dozen (the temporal VAE's 58 GroupNorms took 1.4 s of a 7.5 s decode
     of 4x128 composed; docs/performance.md). Ascend and GPU keep their kernels.
     SVD_MS_GROUP_NORM=native|composed turns it off (as for `composed_group_norm`), =kernel forces it."""
-    forced = os.environ.get("SVD_MS_GROUP_NORM")
-    if forced in ("native", "composed", "kernel"):
-        return forced == "kernel"
-    return (device or device_target()) == "CPU"
+    return _switch_on_cpu("SVD_MS_GROUP_NORM", ("native", "composed", "kernel"), "kernel", device)
 
 
 def cpu_thread_settings(cores: int) -> Dict[str, Optional[int]]:
