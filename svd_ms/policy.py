@@ -266,6 +266,15 @@ def cpu_group_norm_kernel(device: Optional[str] = None) -> bool:
     return _switch_on_cpu("SVD_MS_GROUP_NORM", ("native", "composed", "kernel"), "kernel", device)
 
 
+def cpu_temporal_conv_kernel(device: Optional[str] = None) -> bool:
+    """Convolutions over time only ((K, 1, 1), stride 1, float32) through the project's
+    ahead-of-time CPU kernel (svd_ms/modules/cpu_kernels/temporal_conv.cc: strided GEMMs, no
+    im2col copy) instead of MindSpore's Conv2D: in a 4x128 temporal VAE decode they took 1.2 s
+    against PyTorch's 0.6 s (docs/performance.md). Ascend and GPU keep their kernels.
+    SVD_MS_TEMPORAL_CONV=kernel|native forces one."""
+    return _switch_on_cpu("SVD_MS_TEMPORAL_CONV", ("kernel", "native"), "kernel", device)
+
+
 def cpu_thread_settings(cores: int) -> Dict[str, Optional[int]]:
     """MindSpore's CPU thread counts for a host with `cores` cores (None: MindSpore's default).
     Kernel threads = cores: MindSpore 2.10 starts 25 kernel threads whatever the host, and on a

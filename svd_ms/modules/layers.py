@@ -21,7 +21,7 @@ from mindspore.common.initializer import initializer
 
 from .. import policy
 from .composed_kernels import group_norm_composed
-from .cpu_kernels import exact_gelu_op, group_norm_op
+from .cpu_kernels import exact_gelu_op, group_norm_op, temporal_conv_op
 
 # Largest im2col buffer (bytes) the matmul convolution builds at once; bigger inputs are
 # processed in batch chunks, and single images in chunks of output rows.
@@ -263,11 +263,19 @@ class Conv3d(_ConvNd):
         # (time, height * width): the video models' temporal mixing. MindSpore's CPU Conv2D ran it
         # 1.3-1.4x faster than its Conv3D, with the same result (benchmarks/cpu_isa.py).
         self.temporal_only = self.kernel_size[1:] == (1, 1) and self.stride == (1, 1, 1) and self.padding[1:] == (0, 0)
+        self.temporal_kernel = None
+        if self.temporal_only and self.implementation != "matmul" and policy.cpu_temporal_conv_kernel():
+            from ..runtime.threads import kernel_threads
+            self.temporal_kernel = temporal_conv_op(self.padding[0])
+            self.temporal_kernel_settings = Tensor(np.array([self.padding[0], kernel_threads()], np.float32))
 
     def construct(self, x):
         dtype = self.compute_dtype
         x = ops.cast(x, dtype)
         w = ops.cast(self.weight, dtype)
+        if self.temporal_kernel is not None and dtype == ms.float32 and not self.training:
+            bias = ops.zeros((self.out_channels,), dtype) if self.bias is None else ops.cast(self.bias, dtype)
+            return self.temporal_kernel(x, w, bias, self.temporal_kernel_settings)
         if self.implementation == "matmul":
             y = _matmul_conv(x, w, self.stride, tuple((p, p) for p in self.padding))
         elif self.temporal_only:

@@ -33,6 +33,12 @@ def _requested(cores: int) -> Dict[str, Optional[int]]:
     return settings
 
 
+def kernel_threads() -> int:
+    """The CPU kernel threads this process uses (or will, once the settings are applied): what the
+    project's own CPU kernels split their work over."""
+    return _applied.get("kernel_threads") or _requested(host_cores()).get("kernel_threads") or host_cores()
+
+
 def apply_thread_settings(cores: Optional[int] = None) -> Dict[str, int]:
     """Set the policy's thread counts on the CPU backend (no-op elsewhere and for what the process
     already set, by this function or by the user's own code). Returns what this process has set."""

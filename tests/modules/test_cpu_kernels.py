@@ -1,5 +1,5 @@
 """svd_ms.modules.cpu_kernels: the ahead-of-time CPU kernels (exact GELU, GEGLU's gated GELU,
-GroupNorm's forward pass) against PyTorch (torch.nn.functional.gelu in float64 as the truth, float32 PyTorch's own error
+GroupNorm's forward pass, the temporal convolution) against PyTorch (torch.nn.functional.gelu in float64 as the truth, float32 PyTorch's own error
 printed beside ours), forward and gradient, PyNative and graph mode, through the layers that use
 them; and that the install step built them for this host (a missing build fails here, it does
 not fall back silently). Small shapes: a few seconds."""
@@ -234,3 +234,94 @@ def test_group_norm_kernel_is_inference_only(monkeypatch):
     monkeypatch.setenv("SVD_MS_GROUP_NORM", "composed")
     assert layers.GroupNorm(4, 8).kernel is None
     assert np.isfinite(trained).all()
+
+
+# (x shape, out channels, time padding, bias): a video block, one frame, padding 0 (frames shrink)
+# with no bias, wide frames (several position blocks, split over threads)
+TEMPORAL_CASES = [((2, 6, 5, 3, 4), 7, 1, True), ((1, 8, 1, 2, 3), 4, 1, True), ((1, 5, 6, 2, 2), 3, 0, False),
+                  ((1, 12, 3, 20, 60), 10, 1, True)]
+
+
+def _temporal_conv(shape, out_channels, pad, bias):
+    rng = np.random.default_rng(8)
+    conv = layers.Conv3d(shape[1], out_channels, (3, 1, 1), padding=(pad, 0, 0), bias=bias)
+    conv.set_train(False)
+    conv.weight.set_data(ms.Tensor(rng.standard_normal(conv.weight.shape).astype(np.float32)))
+    if bias:
+        conv.bias.set_data(ms.Tensor(rng.standard_normal(out_channels).astype(np.float32)))
+    return conv, rng.standard_normal(shape).astype(np.float32)
+
+
+def _torch_temporal_conv(conv, x, dtype, pad):
+    import torch
+    w = torch.from_numpy(conv.weight.asnumpy()).to(dtype)
+    b = None if conv.bias is None else torch.from_numpy(conv.bias.asnumpy()).to(dtype)
+    return torch.nn.functional.conv3d(torch.from_numpy(x).to(dtype), w, b, padding=(pad, 0, 0)).numpy()
+
+
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
+@pytest.mark.parametrize("case", TEMPORAL_CASES, ids=[str(c[0]) for c in TEMPORAL_CASES])
+def test_temporal_conv_kernel_matches_torch(case, mode):
+    """Units of float32 eps x max |truth| (the output's scale): a sum of 3 x C_in products."""
+    import torch
+    shape, out_channels, pad, bias = case
+    conv, x = _temporal_conv(shape, out_channels, pad, bias)
+    assert conv.temporal_kernel is not None
+    ours = _run(mode, lambda t: conv(t).asnumpy(), ms.Tensor(x))
+    truth = _torch_temporal_conv(conv, x, torch.float64, pad)
+    torch_f32 = _torch_temporal_conv(conv, x, torch.float32, pad)
+    assert ours.shape == truth.shape
+    unit = np.finfo(np.float32).eps * np.abs(truth).max()
+    err, torch_err = np.abs(ours - truth).max() / unit, np.abs(torch_f32 - truth).max() / unit
+    print(f"[parity] temporal conv kernel {shape} -> {out_channels}, pad {pad} [{mode}]: max error {err:.2f} "
+          f"units of the output's scale, torch float32 {torch_err:.2f} | bound <= {ULPS}")
+    assert err <= ULPS
+
+
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
+def test_temporal_conv_kernel_gradients_match_torch(mode):
+    """Gradients through the kernel (a model in inference mode differentiated) for x, weight and
+    bias, against PyTorch in float64."""
+    import torch
+    shape, out_channels, pad = (2, 6, 5, 3, 4), 7, 1
+    conv, x = _temporal_conv(shape, out_channels, pad, True)
+    upstream = np.random.default_rng(9).standard_normal((2, 7, 5, 3, 4)).astype(np.float32)
+    op = cpu_kernels.temporal_conv_op(pad)
+
+    def loss(t, w, b):
+        return (op(t, w, b, conv.temporal_kernel_settings) * ms.Tensor(upstream)).sum()
+    grads = _run(mode, lambda *a: [g.asnumpy() for g in ms.grad(loss, grad_position=(0, 1, 2))(*a)],
+                 ms.Tensor(x), conv.weight.value(), conv.bias.value())
+
+    def torch_grads(dtype):
+        t, w, b = (torch.from_numpy(a).to(dtype).requires_grad_(True)
+                   for a in (x, conv.weight.asnumpy(), conv.bias.asnumpy()))
+        (torch.nn.functional.conv3d(t, w, b, padding=(pad, 0, 0)) * torch.from_numpy(upstream).to(dtype)).sum().backward()
+        return [a.grad.numpy() for a in (t, w, b)]
+    for name, ours, truth, torch_f32 in zip(("x", "weight", "bias"), grads, torch_grads(torch.float64),
+                                            torch_grads(torch.float32)):
+        unit = np.finfo(np.float32).eps * np.abs(truth).max()
+        err, torch_err = np.abs(ours - truth).max() / unit, np.abs(torch_f32 - truth).max() / unit
+        print(f"[parity] temporal conv kernel gradient of {name} [{mode}]: max error {err:.2f} units of its scale, "
+              f"torch float32 {torch_err:.2f} | bound <= {GRADIENT_ULPS}")
+        assert err <= GRADIENT_ULPS
+
+
+def test_temporal_conv_kernel_is_inference_only(monkeypatch):
+    """Training and float16 take MindSpore's Conv2D; SVD_MS_TEMPORAL_CONV=native turns the kernel off."""
+    conv, x = _temporal_conv((1, 4, 3, 2, 2), 4, 1, True)
+
+    def refuse(*args):
+        raise AssertionError("kernel used")
+    conv.temporal_kernel = refuse
+    conv.set_train(True)
+    assert np.isfinite(conv(ms.Tensor(x)).asnumpy()).all()
+    conv.set_train(False)
+    conv.compute_dtype = ms.float16
+    assert conv(ms.Tensor(x)).dtype == ms.float16
+    conv.compute_dtype = ms.float32
+    with pytest.raises(AssertionError, match="kernel used"):
+        conv(ms.Tensor(x))
+    monkeypatch.setenv("SVD_MS_TEMPORAL_CONV", "native")
+    assert layers.Conv3d(4, 4, (3, 1, 1), padding=(1, 0, 0)).temporal_kernel is None
+    assert layers.Conv3d(4, 4, (3, 3, 3), padding=1).temporal_kernel is None

@@ -3,11 +3,12 @@
 `ops.Custom(func_type="aot")`.
 
 `exact_gelu.cc`: the exact (erf) GELU, and the gated GELU of GEGLU (value * gelu(gate) from the
-projection's two halves in one pass); `group_norm.cc`: GroupNorm's forward pass. All sources go
-into one library. Where to use it is the device policy's
-decision (`policy.cpu_gelu_kernel`); without a built library the layers keep the composed GELU
-and say so once. The library's file name carries a hash of its source and flags, so an edited
-source is never served by an older build.
+projection's two halves in one pass); `group_norm.cc`: GroupNorm's forward pass;
+`temporal_conv.cc`: convolutions over time only, as strided GEMMs through the oneDNN library
+MindSpore ships (linked by its path). All sources go into one library. Where to use it is the
+device policy's decision (`policy.cpu_gelu_kernel` and its neighbours); without a built library
+the layers keep their composed operators and say so once. The library's file name carries a hash
+of its sources and flags, so an edited source is never served by an older build.
 """
 import functools
 import hashlib
@@ -44,6 +45,19 @@ def compile_flags(isa: str) -> List[str]:
     return flags + (["-mavx2", "-mfma"] if isa == "avx2" else [])
 
 
+def mindspore_onednn() -> Path:
+    """The oneDNN library inside MindSpore's package (its `dnnl_sgemm` serves temporal_conv.cc)."""
+    import mindspore
+    found = sorted((Path(mindspore.__file__).parent / "lib").glob("libdnnl.so*"))
+    if not found:
+        raise RuntimeError(f"MindSpore's oneDNN library (libdnnl.so*) is not in {Path(mindspore.__file__).parent / 'lib'}")
+    return found[-1]
+
+
+def link_flags(onednn: Path) -> List[str]:
+    return [f"-L{onednn.parent}", f"-l:{onednn.name}", f"-Wl,-rpath,{onednn.parent}", "-lpthread", "-lm"]
+
+
 def sources() -> List[Path]:
     return sorted(SOURCE_DIR.glob("*.cc"))
 
@@ -53,7 +67,7 @@ def library_path(isa: Optional[str] = None) -> Path:
     digest = hashlib.sha256()
     for source in sources():
         digest.update(source.name.encode() + b"\0" + source.read_bytes())
-    digest.update(" ".join(compile_flags(isa)).encode())
+    digest.update(" ".join(compile_flags(isa) + link_flags(mindspore_onednn())).encode())
     return BUILD_DIR / f"{LIBRARY_STEM}-{isa}-{digest.hexdigest()[:12]}.so"
 
 
@@ -67,7 +81,8 @@ def build(compiler: Optional[str] = None) -> Path:
         raise RuntimeError("no C++ compiler found (install g++, or set CXX)")
     BUILD_DIR.mkdir(exist_ok=True)
     partial = target.with_suffix(f".{os.getpid()}.tmp")
-    command = [compiler, *compile_flags(host_isa()), "-o", str(partial), *map(str, sources()), "-lm"]
+    command = [compiler, *compile_flags(host_isa()), "-o", str(partial), *map(str, sources()),
+               *link_flags(mindspore_onednn())]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         partial.unlink(missing_ok=True)
@@ -102,10 +117,15 @@ def _halved(shape):
 
 @functools.lru_cache(maxsize=None)
 def _library() -> Optional[Path]:
-    path = library_path()
+    try:
+        path = library_path()
+    except RuntimeError as exc:
+        print(f"note: GELU, GroupNorm and temporal convolutions run as composed operators: {exc}",
+              file=sys.stderr, flush=True)
+        return None
     if path.exists():
         return path
-    print("note: GELU and GroupNorm run as composed operators: the CPU kernels are not built "
+    print("note: GELU, GroupNorm and temporal convolutions run as composed operators: the CPU kernels are not built "
           "(python -m svd_ms.modules.cpu_kernels)", file=sys.stderr, flush=True)
     return None
 
@@ -160,3 +180,42 @@ def group_norm_op(groups: int, eps: float):
         return None
     return ops.Custom(f"{path}:GroupNormFloat32", out_shape=lambda x, *_: x, out_dtype=lambda x, *_: x,
                       func_type="aot", bprop=_group_norm_bprop(int(groups), float(eps)))
+
+
+def _temporal_conv_bprop(pad: int):
+    """The temporal convolution's gradients in composed operators: dx is the convolution of dout
+    with the weight's channels swapped and taps reversed (padding K - 1 - pad); dweight's tap k
+    sums dout against the input shifted by k frames; dbias sums dout."""
+    def bprop(x, weight, bias, settings, out, dout):
+        samples, in_channels, frames = x.shape[0], x.shape[1], x.shape[2]
+        out_channels, taps = weight.shape[0], weight.shape[2]
+        out_frames = dout.shape[2]
+        flat_x = x.reshape(samples, in_channels, frames, -1)
+        flat_dout = dout.reshape(samples, out_channels, out_frames, -1)
+        swapped = ops.reverse(weight.reshape(out_channels, in_channels, taps, 1).transpose(1, 0, 2, 3), [2])
+        dx = ops.conv2d(flat_dout, swapped, None, 1, "pad", (taps - 1 - pad, 0)).reshape(x.shape)
+        padded = ops.pad(flat_x, (0, 0, pad, pad))
+        rows = flat_dout.reshape(samples, out_channels, -1)
+        per_tap = []
+        for k in range(taps):
+            shifted = padded[:, :, k:k + out_frames].reshape(samples, in_channels, -1)
+            per_tap.append(ops.bmm(rows, shifted.transpose(0, 2, 1)).sum(axis=0))
+        dweight = ops.stack(per_tap, axis=2).reshape(weight.shape)
+        dbias = rows.sum(axis=(0, 2))
+        return dx, dweight, dbias, ops.zeros_like(settings)
+    return bprop
+
+
+@functools.lru_cache(maxsize=None)
+def temporal_conv_op(pad: int):
+    """(x (N, C_in, T, *positions), weight (C_out, C_in, K, 1...), bias (C_out), [pad, threads])
+    -> the stride-1 convolution over time with `pad` zero frames each side, on float32; or None as
+    exact_gelu_op. `pad` is fixed per operator because the backward needs it as a constant."""
+    path = _library()
+    if path is None:
+        return None
+
+    def out_shape(x, weight, bias, settings):
+        return [x[0], weight[0], x[2] + 2 * pad - weight[2] + 1] + list(x[3:])
+    return ops.Custom(f"{path}:TemporalConvFloat32", out_shape=out_shape, out_dtype=lambda x, *_: x,
+                      func_type="aot", bprop=_temporal_conv_bprop(int(pad)))
