@@ -254,6 +254,13 @@ class Conv2d(_ConvNd):
         return self._add_bias(y, dtype)
 
 
+# Frames of fewer positions leave the temporal kernel's GEMMs too narrow to pay for gathering and
+# reordering the weight: per (3, 1, 1) call, kernel against MindSpore's Conv2D (PyNative, 2 cores):
+# 256 positions 0.58-0.96x the time, 64 positions 0.88-1.08x, 16 positions 1.0-1.9x
+# (docs/performance.md).
+TEMPORAL_KERNEL_MIN_POSITIONS = 256
+
+
 class Conv3d(_ConvNd):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
         super().__init__(3, in_channels, out_channels, kernel_size, stride, padding, bias)
@@ -273,7 +280,8 @@ class Conv3d(_ConvNd):
         dtype = self.compute_dtype
         x = ops.cast(x, dtype)
         w = ops.cast(self.weight, dtype)
-        if self.temporal_kernel is not None and dtype == ms.float32 and not self.training:
+        if (self.temporal_kernel is not None and dtype == ms.float32 and not self.training
+                and _count(x.shape[3:]) >= TEMPORAL_KERNEL_MIN_POSITIONS):
             bias = ops.zeros((self.out_channels,), dtype) if self.bias is None else ops.cast(self.bias, dtype)
             return self.temporal_kernel(x, w, bias, self.temporal_kernel_settings)
         if self.implementation == "matmul":

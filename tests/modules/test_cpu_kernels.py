@@ -237,9 +237,10 @@ def test_group_norm_kernel_is_inference_only(monkeypatch):
 
 
 # (x shape, out channels, time padding, bias): a video block, one frame, padding 0 (frames shrink)
-# with no bias, wide frames (several position blocks, split over threads)
-TEMPORAL_CASES = [((2, 6, 5, 3, 4), 7, 1, True), ((1, 8, 1, 2, 3), 4, 1, True), ((1, 5, 6, 2, 2), 3, 0, False),
-                  ((1, 12, 3, 20, 60), 10, 1, True)]
+# with no bias, wide frames (several position blocks, split over threads); the layer takes the
+# kernel from layers.TEMPORAL_KERNEL_MIN_POSITIONS (256) positions per frame
+TEMPORAL_CASES = [((2, 6, 5, 16, 16), 7, 1, True), ((1, 8, 1, 16, 20), 4, 1, True), ((1, 5, 6, 16, 17), 3, 0, False),
+                  ((1, 12, 3, 20, 660), 10, 1, True)]
 
 
 def _temporal_conv(shape, out_channels, pad, bias):
@@ -250,6 +251,19 @@ def _temporal_conv(shape, out_channels, pad, bias):
     if bias:
         conv.bias.set_data(ms.Tensor(rng.standard_normal(out_channels).astype(np.float32)))
     return conv, rng.standard_normal(shape).astype(np.float32)
+
+
+def _without_native_conv(call):
+    """call() with ops.conv2d refusing: the temporal kernel, not MindSpore's Conv2D, must run."""
+    original = layers.ops.conv2d
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("MindSpore's Conv2D used")
+    layers.ops.conv2d = refuse
+    try:
+        return call()
+    finally:
+        layers.ops.conv2d = original
 
 
 def _torch_temporal_conv(conv, x, dtype, pad):
@@ -267,7 +281,7 @@ def test_temporal_conv_kernel_matches_torch(case, mode):
     shape, out_channels, pad, bias = case
     conv, x = _temporal_conv(shape, out_channels, pad, bias)
     assert conv.temporal_kernel is not None
-    ours = _run(mode, lambda t: conv(t).asnumpy(), ms.Tensor(x))
+    ours = _run(mode, lambda t: _without_native_conv(lambda: conv(t).asnumpy()), ms.Tensor(x))
     truth = _torch_temporal_conv(conv, x, torch.float64, pad)
     torch_f32 = _torch_temporal_conv(conv, x, torch.float32, pad)
     assert ours.shape == truth.shape
@@ -308,8 +322,9 @@ def test_temporal_conv_kernel_gradients_match_torch(mode):
 
 
 def test_temporal_conv_kernel_is_inference_only(monkeypatch):
-    """Training and float16 take MindSpore's Conv2D; SVD_MS_TEMPORAL_CONV=native turns the kernel off."""
-    conv, x = _temporal_conv((1, 4, 3, 2, 2), 4, 1, True)
+    """Training, float16 and frames under 256 positions take MindSpore's Conv2D;
+    SVD_MS_TEMPORAL_CONV=native turns the kernel off."""
+    conv, x = _temporal_conv((1, 4, 3, 16, 16), 4, 1, True)
 
     def refuse(*args):
         raise AssertionError("kernel used")
@@ -322,6 +337,7 @@ def test_temporal_conv_kernel_is_inference_only(monkeypatch):
     conv.compute_dtype = ms.float32
     with pytest.raises(AssertionError, match="kernel used"):
         conv(ms.Tensor(x))
+    assert np.isfinite(conv(ms.Tensor(x[:, :, :, :8, :8])).asnumpy()).all()  # 64 positions: Conv2D
     monkeypatch.setenv("SVD_MS_TEMPORAL_CONV", "native")
     assert layers.Conv3d(4, 4, (3, 1, 1), padding=(1, 0, 0)).temporal_kernel is None
     assert layers.Conv3d(4, 4, (3, 3, 3), padding=1).temporal_kernel is None

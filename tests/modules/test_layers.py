@@ -89,7 +89,7 @@ def test_temporal_conv3d_matches_torch(mode, path, monkeypatch):
     b = rng.standard_normal(4).astype(np.float32)
     conv.weight.set_data(ms.Tensor(w))
     conv.bias.set_data(ms.Tensor(b))
-    x = rng.standard_normal((2, 5, 6, 3, 4)).astype(np.float32)
+    x = rng.standard_normal((2, 5, 6, 16, 16)).astype(np.float32)  # enough positions for the kernel
     expected = torch.nn.functional.conv3d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b),
                                           padding=(1, 0, 0)).numpy()
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)

@@ -33,41 +33,48 @@ struct Problem {
 
 // Rows of a frame lie frames * positions floats apart, often a power of two, where the GEMM's
 // reads alias in the cache (ad-hoc: 128 x 16384 x 128 ran at 47 against 74 GFLOP/s when its operand
-// rows were 64 K floats apart rather than 16 K). So each block of positions is first gathered,
-// every frame's rows a padded stride apart, and each output frame is summed in a padded buffer
-// and copied out: the input and output are read and written once each, block by block.
-constexpr int64_t kBlock = 512;
-constexpr int64_t kStride = kBlock + 16;
+// rows were 64 K floats apart rather than 16 K). So a block of positions is first gathered, every
+// channel's frames side by side in one row and rows a padded stride apart; then each tap is one
+// GEMM over all the output frames it reaches (their columns are contiguous in the block), summed
+// in a padded output block that is copied out. Input and output are read and written once each.
+constexpr int64_t kBlockFloats = 256 * 1024;  // a gathered block of about 1 MB: it stays in cache
+
+int64_t block_width(const Problem &p) {
+  const int64_t width = kBlockFloats / std::max<int64_t>(1, p.in_channels * p.frames) / 16 * 16;
+  return std::max<int64_t>(16, width);
+}
 
 int run_columns(const Problem &p, int64_t first, int64_t last) {
   if (last <= first) return 0;
-  std::vector<float> frames_block(p.frames * p.in_channels * kStride);
-  std::vector<float> out_block(p.out_channels * kStride);
+  const int64_t block = std::min(block_width(p), last - first);
+  const int64_t in_stride = p.frames * block + 16, out_stride = p.out_frames * block + 16;
+  std::vector<float> gathered(p.in_channels * in_stride), summed(p.out_channels * out_stride);
   for (int64_t b = 0; b < p.samples; ++b) {
     const float *x_sample = p.x + b * p.in_channels * p.frames * p.positions;
     float *y_sample = p.y + b * p.out_channels * p.out_frames * p.positions;
-    for (int64_t start = first; start < last; start += kBlock) {
-      const int64_t width = std::min(kBlock, last - start);
-      for (int64_t t = 0; t < p.frames; ++t)
-        for (int64_t c = 0; c < p.in_channels; ++c)
-          std::memcpy(&frames_block[(t * p.in_channels + c) * kStride],
-                      x_sample + (c * p.frames + t) * p.positions + start, width * sizeof(float));
-      for (int64_t t = 0; t < p.out_frames; ++t) {
-        for (int64_t c = 0; c < p.out_channels; ++c)
-          std::fill_n(&out_block[c * kStride], width, p.bias[c]);
-        for (int64_t k = 0; k < p.taps; ++k) {
-          const int64_t source = t + k - p.pad;
-          if (source < 0 || source >= p.frames) continue;  // zero padding in time
-          const int status = dnnl_sgemm('N', 'N', p.out_channels, width, p.in_channels, 1.0f,
-                                        p.weight_by_tap + k * p.out_channels * p.in_channels, p.in_channels,
-                                        &frames_block[source * p.in_channels * kStride], kStride, 1.0f,
-                                        out_block.data(), kStride);
-          if (status != 0) return 10 + status;
-        }
-        for (int64_t c = 0; c < p.out_channels; ++c)
-          std::memcpy(y_sample + (c * p.out_frames + t) * p.positions + start, &out_block[c * kStride],
+    for (int64_t start = first; start < last; start += block) {
+      const int64_t width = std::min(block, last - start);
+      for (int64_t c = 0; c < p.in_channels; ++c)
+        for (int64_t t = 0; t < p.frames; ++t)
+          std::memcpy(&gathered[c * in_stride + t * width], x_sample + (c * p.frames + t) * p.positions + start,
                       width * sizeof(float));
+      for (int64_t c = 0; c < p.out_channels; ++c)
+        std::fill_n(&summed[c * out_stride], p.out_frames * width, p.bias[c]);
+      for (int64_t k = 0; k < p.taps; ++k) {
+        // output frames t whose source frame t + k - pad exists (zero padding in time elsewhere)
+        const int64_t t0 = std::max<int64_t>(0, p.pad - k);
+        const int64_t t1 = std::min<int64_t>(p.out_frames, p.frames - k + p.pad);
+        if (t1 <= t0) continue;
+        const int status = dnnl_sgemm('N', 'N', p.out_channels, (t1 - t0) * width, p.in_channels, 1.0f,
+                                      p.weight_by_tap + k * p.out_channels * p.in_channels, p.in_channels,
+                                      &gathered[(t0 + k - p.pad) * width], in_stride, 1.0f,
+                                      &summed[t0 * width], out_stride);
+        if (status != 0) return 10 + status;
       }
+      for (int64_t c = 0; c < p.out_channels; ++c)
+        for (int64_t t = 0; t < p.out_frames; ++t)
+          std::memcpy(y_sample + (c * p.out_frames + t) * p.positions + start, &summed[c * out_stride + t * width],
+                      width * sizeof(float));
     }
   }
   return 0;
