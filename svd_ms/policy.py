@@ -266,13 +266,14 @@ def cpu_group_norm_kernel(device: Optional[str] = None) -> bool:
     return _switch_on_cpu("SVD_MS_GROUP_NORM", ("native", "composed", "kernel"), "kernel", device)
 
 
-def cpu_temporal_conv_kernel(device: Optional[str] = None) -> bool:
-    """Convolutions over time only ((K, 1, 1), stride 1, float32) through the project's
-    ahead-of-time CPU kernel (svd_ms/modules/cpu_kernels/temporal_conv.cc: strided GEMMs, no
-    im2col copy) instead of MindSpore's Conv2D: in a 4x128 temporal VAE decode they took 1.2 s
-    against PyTorch's 0.6 s (docs/performance.md). Ascend and GPU keep their kernels.
-    SVD_MS_TEMPORAL_CONV=kernel|native forces one."""
-    return _switch_on_cpu("SVD_MS_TEMPORAL_CONV", ("kernel", "native"), "kernel", device)
+def cpu_conv_kernel(device: Optional[str] = None) -> bool:
+    """Stride-1 float32 convolutions through the project's ahead-of-time CPU kernel (svd_ms/modules/
+    cpu_kernels/conv2d.cc: one GEMM per tap over gathered blocks, no im2col copy) instead of
+    MindSpore's Conv2D, where the layer's size rules say it wins (layers.CONV_KERNEL_MIN_WORK,
+    TEMPORAL_KERNEL_MIN_POSITIONS): a 4x128 temporal VAE decode's convolutions took 5.2 s against
+    PyTorch's 3.4 s (docs/performance.md). Ascend and GPU keep their kernels.
+    SVD_MS_CONV_KERNEL=kernel|native forces one."""
+    return _switch_on_cpu("SVD_MS_CONV_KERNEL", ("kernel", "native"), "kernel", device)
 
 
 def cpu_thread_settings(cores: int) -> Dict[str, Optional[int]]:

@@ -21,7 +21,7 @@ from mindspore.common.initializer import initializer
 
 from .. import policy
 from .composed_kernels import group_norm_composed
-from .cpu_kernels import exact_gelu_op, group_norm_op, temporal_conv_op
+from .cpu_kernels import conv2d_op, exact_gelu_op, group_norm_op
 
 # Largest im2col buffer (bytes) the matmul convolution builds at once; bigger inputs are
 # processed in batch chunks, and single images in chunks of output rows.
@@ -222,6 +222,22 @@ class _ConvNd(nn.Cell):
         self.bias = _bias(out_channels, fan_in) if bias else None
         self.implementation = policy.conv_implementation()
         self.compute_dtype = ms.float32
+        self.kernel = None
+
+    def _use_kernel(self, pad_h: int, pad_w: int) -> None:
+        """Take the project's stride-1 CPU convolution kernel where the policy says so."""
+        if self.implementation == "matmul" or not policy.cpu_conv_kernel():
+            return
+        from ..runtime.threads import kernel_threads
+        self.kernel = conv2d_op(pad_h, pad_w)
+        self.kernel_settings = Tensor(np.array([pad_h, pad_w, kernel_threads()], np.float32))
+
+    def _kernel_applies(self, dtype) -> bool:
+        return self.kernel is not None and dtype == ms.float32 and not self.training
+
+    def _run_kernel(self, x4, w4, dtype):
+        bias = ops.zeros((self.out_channels,), dtype) if self.bias is None else ops.cast(self.bias, dtype)
+        return self.kernel(x4, w4, bias, self.kernel_settings)
 
     def _add_bias(self, y, dtype):
         if self.bias is None:
@@ -232,6 +248,8 @@ class _ConvNd(nn.Cell):
 class Conv2d(_ConvNd):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
         super().__init__(2, in_channels, out_channels, kernel_size, stride, padding, bias)
+        if self.stride == (1, 1):
+            self._use_kernel(*self.padding)
 
     def construct(self, x):
         return self.conv2d(x)
@@ -243,6 +261,9 @@ class Conv2d(_ConvNd):
         x = ops.cast(x, dtype)
         w = ops.cast(self.weight, dtype)
         ph, pw = self.padding
+        if (self._kernel_applies(dtype) and extra_pad is None
+                and x.shape[0] * _count(x.shape[2:]) >= CONV_KERNEL_MIN_WORK):
+            return self._run_kernel(x, w, dtype)
         if self.implementation == "matmul":
             left, right, top, bottom = extra_pad if extra_pad is not None else (0, 0, 0, 0)
             pads = ((ph + top, ph + bottom), (pw + left, pw + right))
@@ -254,10 +275,12 @@ class Conv2d(_ConvNd):
         return self._add_bias(y, dtype)
 
 
-# Frames of fewer positions leave the temporal kernel's GEMMs too narrow to pay for gathering and
-# reordering the weight: per (3, 1, 1) call, kernel against MindSpore's Conv2D (PyNative, 2 cores):
-# 256 positions 0.58-0.96x the time, 64 positions 0.88-1.08x, 16 positions 1.0-1.9x
-# (docs/performance.md).
+# Where the CPU convolution kernel (cpu_kernels/conv2d.cc) beats MindSpore's Conv2D: its GEMMs
+# need enough columns to pay for gathering blocks and reordering the weight. Per call, kernel
+# against Conv2D (PyNative, 2 cores; docs/performance.md): 3x3 convolutions 0.71-0.98x the time
+# from 16 K output positions over the batch, 1.1-3.3x below; (3, 1, 1) temporal ones 0.52-0.96x
+# from 256 positions per frame, 0.88-1.9x below (MindSpore's (3, 1) Conv2D is slower still).
+CONV_KERNEL_MIN_WORK = 1 << 14
 TEMPORAL_KERNEL_MIN_POSITIONS = 256
 
 
@@ -270,20 +293,17 @@ class Conv3d(_ConvNd):
         # (time, height * width): the video models' temporal mixing. MindSpore's CPU Conv2D ran it
         # 1.3-1.4x faster than its Conv3D, with the same result (benchmarks/cpu_isa.py).
         self.temporal_only = self.kernel_size[1:] == (1, 1) and self.stride == (1, 1, 1) and self.padding[1:] == (0, 0)
-        self.temporal_kernel = None
-        if self.temporal_only and self.implementation != "matmul" and policy.cpu_temporal_conv_kernel():
-            from ..runtime.threads import kernel_threads
-            self.temporal_kernel = temporal_conv_op(self.padding[0])
-            self.temporal_kernel_settings = Tensor(np.array([self.padding[0], kernel_threads()], np.float32))
+        if self.temporal_only:
+            self._use_kernel(self.padding[0], 0)
 
     def construct(self, x):
         dtype = self.compute_dtype
         x = ops.cast(x, dtype)
         w = ops.cast(self.weight, dtype)
-        if (self.temporal_kernel is not None and dtype == ms.float32 and not self.training
-                and _count(x.shape[3:]) >= TEMPORAL_KERNEL_MIN_POSITIONS):
-            bias = ops.zeros((self.out_channels,), dtype) if self.bias is None else ops.cast(self.bias, dtype)
-            return self.temporal_kernel(x, w, bias, self.temporal_kernel_settings)
+        if self.temporal_only and self._kernel_applies(dtype) and _count(x.shape[3:]) >= TEMPORAL_KERNEL_MIN_POSITIONS:
+            n, c, t, h, wd = x.shape
+            y = self._run_kernel(x.reshape(n, c, t, h * wd), w.reshape(w.shape[:3] + (1,)), dtype)
+            return y.reshape(n, y.shape[1], y.shape[2], h, wd)
         if self.implementation == "matmul":
             y = _matmul_conv(x, w, self.stride, tuple((p, p) for p in self.padding))
         elif self.temporal_only:

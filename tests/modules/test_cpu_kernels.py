@@ -1,5 +1,5 @@
 """svd_ms.modules.cpu_kernels: the ahead-of-time CPU kernels (exact GELU, GEGLU's gated GELU,
-GroupNorm's forward pass, the temporal convolution) against PyTorch (torch.nn.functional.gelu in float64 as the truth, float32 PyTorch's own error
+GroupNorm's forward pass, the stride-1 convolution) against PyTorch (torch.nn.functional.gelu in float64 as the truth, float32 PyTorch's own error
 printed beside ours), forward and gradient, PyNative and graph mode, through the layers that use
 them; and that the install step built them for this host (a missing build fails here, it does
 not fall back silently). Small shapes: a few seconds."""
@@ -236,16 +236,22 @@ def test_group_norm_kernel_is_inference_only(monkeypatch):
     assert np.isfinite(trained).all()
 
 
-# (x shape, out channels, time padding, bias): a video block, one frame, padding 0 (frames shrink)
-# with no bias, wide frames (several position blocks, split over threads); the layer takes the
-# kernel from layers.TEMPORAL_KERNEL_MIN_POSITIONS (256) positions per frame
-TEMPORAL_CASES = [((2, 6, 5, 16, 16), 7, 1, True), ((1, 8, 1, 16, 20), 4, 1, True), ((1, 5, 6, 16, 17), 3, 0, False),
-                  ((1, 12, 3, 20, 660), 10, 1, True)]
+# Convolutions through the stride-1 kernel (conv2d.cc), via the layers, with enough work that the
+# layers take it (layers.CONV_KERNEL_MIN_WORK, TEMPORAL_KERNEL_MIN_POSITIONS).
+# (dims, x shape, out channels, kernel, padding, bias): 3x3 same-size; 3x3 shrinking (padding 0)
+# with no bias; 1x1; several row and column blocks over one image, output channels fewer than
+# the GEMM's usual tile; temporal (3, 1, 1) over a video block, one frame, padding 0 without bias,
+# and wide frames (several blocks over threads).
+CONV_CASES = [
+    (2, (1, 6, 128, 130), 5, 3, 1, True), (2, (4, 5, 64, 66), 3, 3, 0, False), (2, (2, 16, 96, 90), 8, 1, 0, True),
+    (2, (1, 40, 150, 120), 3, 3, 1, True),
+    (3, (2, 6, 5, 16, 16), 7, (3, 1, 1), (1, 0, 0), True), (3, (1, 8, 1, 16, 20), 4, (3, 1, 1), (1, 0, 0), True),
+    (3, (1, 5, 6, 16, 17), 3, (3, 1, 1), (0, 0, 0), False), (3, (1, 12, 3, 20, 660), 10, (3, 1, 1), (1, 0, 0), True)]
 
 
-def _temporal_conv(shape, out_channels, pad, bias):
+def _conv_layer(dims, shape, out_channels, kernel, padding, bias):
     rng = np.random.default_rng(8)
-    conv = layers.Conv3d(shape[1], out_channels, (3, 1, 1), padding=(pad, 0, 0), bias=bias)
+    conv = layers.conv_nd(dims, shape[1], out_channels, kernel, padding=padding, bias=bias)
     conv.set_train(False)
     conv.weight.set_data(ms.Tensor(rng.standard_normal(conv.weight.shape).astype(np.float32)))
     if bias:
@@ -254,7 +260,7 @@ def _temporal_conv(shape, out_channels, pad, bias):
 
 
 def _without_native_conv(call):
-    """call() with ops.conv2d refusing: the temporal kernel, not MindSpore's Conv2D, must run."""
+    """call() with ops.conv2d refusing: the project's kernel, not MindSpore's Conv2D, must run."""
     original = layers.ops.conv2d
 
     def refuse(*args, **kwargs):
@@ -266,78 +272,88 @@ def _without_native_conv(call):
         layers.ops.conv2d = original
 
 
-def _torch_temporal_conv(conv, x, dtype, pad):
+def _torch_conv(conv, x, dtype):
     import torch
     w = torch.from_numpy(conv.weight.asnumpy()).to(dtype)
     b = None if conv.bias is None else torch.from_numpy(conv.bias.asnumpy()).to(dtype)
-    return torch.nn.functional.conv3d(torch.from_numpy(x).to(dtype), w, b, padding=(pad, 0, 0)).numpy()
+    run = torch.nn.functional.conv2d if x.ndim == 4 else torch.nn.functional.conv3d
+    return run(torch.from_numpy(x).to(dtype), w, b, padding=conv.padding).numpy()
 
 
 @pytest.mark.parametrize("mode", ["pynative", "graph"])
-@pytest.mark.parametrize("case", TEMPORAL_CASES, ids=[str(c[0]) for c in TEMPORAL_CASES])
-def test_temporal_conv_kernel_matches_torch(case, mode):
-    """Units of float32 eps x max |truth| (the output's scale): a sum of 3 x C_in products."""
+@pytest.mark.parametrize("case", CONV_CASES, ids=[f"{c[1]}-k{c[3]}" for c in CONV_CASES])
+def test_conv_kernel_matches_torch(case, mode):
+    """Units of float32 eps x max |truth| (the output's scale): a sum of taps x C_in products."""
     import torch
-    shape, out_channels, pad, bias = case
-    conv, x = _temporal_conv(shape, out_channels, pad, bias)
-    assert conv.temporal_kernel is not None
+    conv, x = _conv_layer(*case)
+    assert conv.kernel is not None
     ours = _run(mode, lambda t: _without_native_conv(lambda: conv(t).asnumpy()), ms.Tensor(x))
-    truth = _torch_temporal_conv(conv, x, torch.float64, pad)
-    torch_f32 = _torch_temporal_conv(conv, x, torch.float32, pad)
+    truth = _torch_conv(conv, x, torch.float64)
+    torch_f32 = _torch_conv(conv, x, torch.float32)
     assert ours.shape == truth.shape
     unit = np.finfo(np.float32).eps * np.abs(truth).max()
     err, torch_err = np.abs(ours - truth).max() / unit, np.abs(torch_f32 - truth).max() / unit
-    print(f"[parity] temporal conv kernel {shape} -> {out_channels}, pad {pad} [{mode}]: max error {err:.2f} "
-          f"units of the output's scale, torch float32 {torch_err:.2f} | bound <= {ULPS}")
+    print(f"[parity] conv kernel {case[1]} -> {case[2]}, kernel {case[3]}, padding {case[4]} [{mode}]: max error "
+          f"{err:.2f} units of the output's scale, torch float32 {torch_err:.2f} | bound <= {ULPS}")
     assert err <= ULPS
 
 
 @pytest.mark.parametrize("mode", ["pynative", "graph"])
-def test_temporal_conv_kernel_gradients_match_torch(mode):
-    """Gradients through the kernel (a model in inference mode differentiated) for x, weight and
-    bias, against PyTorch in float64."""
+@pytest.mark.parametrize("case", [((2, 6, 5, 7), (7, 6, 3, 3), (1, 1)), ((2, 6, 5, 12), (7, 6, 3, 1), (1, 0)),
+                                  ((1, 4, 6, 6), (3, 4, 3, 3), (0, 0))], ids=["3x3", "temporal", "3x3 pad 0"])
+def test_conv_kernel_gradients_match_torch(case, mode):
+    """Gradients through the kernel (a model in inference mode differentiated, as the LoRA and
+    loss tests do) for x, weight and bias, against PyTorch in float64."""
     import torch
-    shape, out_channels, pad = (2, 6, 5, 3, 4), 7, 1
-    conv, x = _temporal_conv(shape, out_channels, pad, True)
-    upstream = np.random.default_rng(9).standard_normal((2, 7, 5, 3, 4)).astype(np.float32)
-    op = cpu_kernels.temporal_conv_op(pad)
+    x_shape, w_shape, (pad_h, pad_w) = case
+    rng = np.random.default_rng(9)
+    x, weight, bias = (rng.standard_normal(s).astype(np.float32) for s in (x_shape, w_shape, w_shape[:1]))
+    out_shape = (x_shape[0], w_shape[0], x_shape[2] + 2 * pad_h - w_shape[2] + 1, x_shape[3] + 2 * pad_w - w_shape[3] + 1)
+    upstream = rng.standard_normal(out_shape).astype(np.float32)
+    op = cpu_kernels.conv2d_op(pad_h, pad_w)
+    settings = ms.Tensor(np.array([pad_h, pad_w, 2], np.float32))
 
     def loss(t, w, b):
-        return (op(t, w, b, conv.temporal_kernel_settings) * ms.Tensor(upstream)).sum()
+        return (op(t, w, b, settings) * ms.Tensor(upstream)).sum()
     grads = _run(mode, lambda *a: [g.asnumpy() for g in ms.grad(loss, grad_position=(0, 1, 2))(*a)],
-                 ms.Tensor(x), conv.weight.value(), conv.bias.value())
+                 ms.Tensor(x), ms.Tensor(weight), ms.Tensor(bias))
 
     def torch_grads(dtype):
-        t, w, b = (torch.from_numpy(a).to(dtype).requires_grad_(True)
-                   for a in (x, conv.weight.asnumpy(), conv.bias.asnumpy()))
-        (torch.nn.functional.conv3d(t, w, b, padding=(pad, 0, 0)) * torch.from_numpy(upstream).to(dtype)).sum().backward()
+        t, w, b = (torch.from_numpy(a).to(dtype).requires_grad_(True) for a in (x, weight, bias))
+        (torch.nn.functional.conv2d(t, w, b, padding=(pad_h, pad_w)) * torch.from_numpy(upstream).to(dtype)).sum().backward()
         return [a.grad.numpy() for a in (t, w, b)]
     for name, ours, truth, torch_f32 in zip(("x", "weight", "bias"), grads, torch_grads(torch.float64),
                                             torch_grads(torch.float32)):
         unit = np.finfo(np.float32).eps * np.abs(truth).max()
         err, torch_err = np.abs(ours - truth).max() / unit, np.abs(torch_f32 - truth).max() / unit
-        print(f"[parity] temporal conv kernel gradient of {name} [{mode}]: max error {err:.2f} units of its scale, "
-              f"torch float32 {torch_err:.2f} | bound <= {GRADIENT_ULPS}")
+        print(f"[parity] conv kernel gradient of {name} ({case[1]}, padding {case[2]}) [{mode}]: max error {err:.2f} "
+              f"units of its scale, torch float32 {torch_err:.2f} | bound <= {GRADIENT_ULPS}")
         assert err <= GRADIENT_ULPS
 
 
-def test_temporal_conv_kernel_is_inference_only(monkeypatch):
-    """Training, float16 and frames under 256 positions take MindSpore's Conv2D;
-    SVD_MS_TEMPORAL_CONV=native turns the kernel off."""
-    conv, x = _temporal_conv((1, 4, 3, 16, 16), 4, 1, True)
+def test_conv_kernel_is_inference_only_and_sized(monkeypatch):
+    """Training, float16, too little work, stride 2 and the VAE's asymmetric padding take
+    MindSpore's Conv2D; SVD_MS_CONV_KERNEL=native turns the kernel off."""
+    conv, x = _conv_layer(2, (1, 4, 128, 128), 4, 3, 1, True)
+    temporal, video = _conv_layer(3, (1, 4, 3, 16, 16), 4, (3, 1, 1), (1, 0, 0), True)
 
     def refuse(*args):
         raise AssertionError("kernel used")
-    conv.temporal_kernel = refuse
-    conv.set_train(True)
-    assert np.isfinite(conv(ms.Tensor(x)).asnumpy()).all()
-    conv.set_train(False)
-    conv.compute_dtype = ms.float16
-    assert conv(ms.Tensor(x)).dtype == ms.float16
-    conv.compute_dtype = ms.float32
-    with pytest.raises(AssertionError, match="kernel used"):
-        conv(ms.Tensor(x))
-    assert np.isfinite(conv(ms.Tensor(x[:, :, :, :8, :8])).asnumpy()).all()  # 64 positions: Conv2D
-    monkeypatch.setenv("SVD_MS_TEMPORAL_CONV", "native")
-    assert layers.Conv3d(4, 4, (3, 1, 1), padding=(1, 0, 0)).temporal_kernel is None
-    assert layers.Conv3d(4, 4, (3, 3, 3), padding=1).temporal_kernel is None
+    for layer, data in ((conv, x), (temporal, video)):
+        layer.kernel = refuse
+        layer.set_train(True)
+        assert np.isfinite(layer(ms.Tensor(data)).asnumpy()).all()
+        layer.set_train(False)
+        layer.compute_dtype = ms.float16
+        assert layer(ms.Tensor(data)).dtype == ms.float16
+        layer.compute_dtype = ms.float32
+        with pytest.raises(AssertionError, match="kernel used"):
+            layer(ms.Tensor(data))
+    assert np.isfinite(conv(ms.Tensor(x[:, :, :64, :64])).asnumpy()).all()  # 4 K positions: Conv2D
+    assert np.isfinite(conv.conv2d(ms.Tensor(x), extra_pad=(0, 1, 0, 1)).asnumpy()).all()
+    assert np.isfinite(temporal(ms.Tensor(video[:, :, :, :8, :8])).asnumpy()).all()  # 64 positions: Conv2D
+    assert layers.Conv2d(4, 4, 3, stride=2, padding=1).kernel is None
+    assert layers.Conv3d(4, 4, (3, 3, 3), padding=1).kernel is None
+    monkeypatch.setenv("SVD_MS_CONV_KERNEL", "native")
+    assert layers.Conv3d(4, 4, (3, 1, 1), padding=(1, 0, 0)).kernel is None
+    assert layers.Conv2d(4, 4, 3, padding=1).kernel is None

@@ -80,11 +80,11 @@ def test_temporal_conv3d_matches_torch(mode, path, monkeypatch):
     """A (k, 1, 1) Conv3d runs through the project's CPU kernel (strided GEMMs) or as MindSpore's
     (k, 1) Conv2d over (time, height * width); PyTorch's conv3d is the reference."""
     import torch
-    monkeypatch.setenv("SVD_MS_TEMPORAL_CONV", path)
+    monkeypatch.setenv("SVD_MS_CONV_KERNEL", path)
     rng = np.random.default_rng(2)
     conv = layers.Conv3d(5, 4, (3, 1, 1), padding=(1, 0, 0))
     assert conv.temporal_only and conv.implementation == "native"
-    assert (conv.temporal_kernel is not None) == (path == "kernel")
+    assert (conv.kernel is not None) == (path == "kernel")
     w = rng.standard_normal((4, 5, 3, 1, 1)).astype(np.float32)
     b = rng.standard_normal(4).astype(np.float32)
     conv.weight.set_data(ms.Tensor(w))

@@ -4,8 +4,8 @@
 
 `exact_gelu.cc`: the exact (erf) GELU, and the gated GELU of GEGLU (value * gelu(gate) from the
 projection's two halves in one pass); `group_norm.cc`: GroupNorm's forward pass;
-`temporal_conv.cc`: convolutions over time only, as strided GEMMs through the oneDNN library
-MindSpore ships (linked by its path). All sources go into one library. Where to use it is the
+`conv2d.cc`: stride-1 convolutions (3x3, and the (K, 1) form of temporal ones) as one GEMM per tap
+over gathered blocks, through the oneDNN library MindSpore ships (linked by its path). All sources go into one library. Where to use it is the
 device policy's decision (`policy.cpu_gelu_kernel` and its neighbours); without a built library
 the layers keep their composed operators and say so once. The library's file name carries a hash
 of its sources and flags, so an edited source is never served by an older build.
@@ -46,7 +46,7 @@ def compile_flags(isa: str) -> List[str]:
 
 
 def mindspore_onednn() -> Path:
-    """The oneDNN library inside MindSpore's package (its `dnnl_sgemm` serves temporal_conv.cc)."""
+    """The oneDNN library inside MindSpore's package (its `dnnl_sgemm` serves conv2d.cc)."""
     import mindspore
     found = sorted((Path(mindspore.__file__).parent / "lib").glob("libdnnl.so*"))
     if not found:
@@ -120,12 +120,12 @@ def _library() -> Optional[Path]:
     try:
         path = library_path()
     except RuntimeError as exc:
-        print(f"note: GELU, GroupNorm and temporal convolutions run as composed operators: {exc}",
+        print(f"note: GELU, GroupNorm and convolutions run as composed or native operators: {exc}",
               file=sys.stderr, flush=True)
         return None
     if path.exists():
         return path
-    print("note: GELU, GroupNorm and temporal convolutions run as composed operators: the CPU kernels are not built "
+    print("note: GELU, GroupNorm and convolutions run as composed or native operators: the CPU kernels are not built "
           "(python -m svd_ms.modules.cpu_kernels)", file=sys.stderr, flush=True)
     return None
 
@@ -182,24 +182,23 @@ def group_norm_op(groups: int, eps: float):
                       func_type="aot", bprop=_group_norm_bprop(int(groups), float(eps)))
 
 
-def _temporal_conv_bprop(pad: int):
-    """The temporal convolution's gradients in composed operators: dx is the convolution of dout
-    with the weight's channels swapped and taps reversed (padding K - 1 - pad); dweight's tap k
-    sums dout against the input shifted by k frames; dbias sums dout."""
+def _conv2d_bprop(pad_h: int, pad_w: int):
+    """The stride-1 convolution's gradients in composed operators: dx is the convolution of dout
+    with the weight's channels swapped and taps reversed (padding K - 1 - pad per axis); dweight's
+    tap (dy, dx) sums dout against the padded input shifted by (dy, dx); dbias sums dout."""
     def bprop(x, weight, bias, settings, out, dout):
-        samples, in_channels, frames = x.shape[0], x.shape[1], x.shape[2]
-        out_channels, taps = weight.shape[0], weight.shape[2]
-        out_frames = dout.shape[2]
-        flat_x = x.reshape(samples, in_channels, frames, -1)
-        flat_dout = dout.reshape(samples, out_channels, out_frames, -1)
-        swapped = ops.reverse(weight.reshape(out_channels, in_channels, taps, 1).transpose(1, 0, 2, 3), [2])
-        dx = ops.conv2d(flat_dout, swapped, None, 1, "pad", (taps - 1 - pad, 0)).reshape(x.shape)
-        padded = ops.pad(flat_x, (0, 0, pad, pad))
-        rows = flat_dout.reshape(samples, out_channels, -1)
+        samples, in_channels = x.shape[0], x.shape[1]
+        out_channels, kernel_h, kernel_w = weight.shape[0], weight.shape[2], weight.shape[3]
+        out_h, out_w = dout.shape[2], dout.shape[3]
+        swapped = ops.reverse(weight.transpose(1, 0, 2, 3), [2, 3])
+        dx = ops.conv2d(dout, swapped, None, 1, "pad", (kernel_h - 1 - pad_h, kernel_w - 1 - pad_w))
+        padded = ops.pad(x, (pad_w, pad_w, pad_h, pad_h))
+        rows = dout.reshape(samples, out_channels, -1)
         per_tap = []
-        for k in range(taps):
-            shifted = padded[:, :, k:k + out_frames].reshape(samples, in_channels, -1)
-            per_tap.append(ops.bmm(rows, shifted.transpose(0, 2, 1)).sum(axis=0))
+        for dy in range(kernel_h):
+            for dxx in range(kernel_w):
+                shifted = padded[:, :, dy:dy + out_h, dxx:dxx + out_w].reshape(samples, in_channels, -1)
+                per_tap.append(ops.bmm(rows, shifted.transpose(0, 2, 1)).sum(axis=0))
         dweight = ops.stack(per_tap, axis=2).reshape(weight.shape)
         dbias = rows.sum(axis=(0, 2))
         return dx, dweight, dbias, ops.zeros_like(settings)
@@ -207,15 +206,15 @@ def _temporal_conv_bprop(pad: int):
 
 
 @functools.lru_cache(maxsize=None)
-def temporal_conv_op(pad: int):
-    """(x (N, C_in, T, *positions), weight (C_out, C_in, K, 1...), bias (C_out), [pad, threads])
-    -> the stride-1 convolution over time with `pad` zero frames each side, on float32; or None as
-    exact_gelu_op. `pad` is fixed per operator because the backward needs it as a constant."""
+def conv2d_op(pad_h: int, pad_w: int):
+    """(x (N, C_in, H, W), weight (C_out, C_in, KH, KW), bias (C_out), [pad_h, pad_w, threads]) ->
+    the stride-1 convolution with that zero padding, on float32; or None as exact_gelu_op. The
+    padding is fixed per operator because the backward needs it as a constant."""
     path = _library()
     if path is None:
         return None
 
     def out_shape(x, weight, bias, settings):
-        return [x[0], weight[0], x[2] + 2 * pad - weight[2] + 1] + list(x[3:])
-    return ops.Custom(f"{path}:TemporalConvFloat32", out_shape=out_shape, out_dtype=lambda x, *_: x,
-                      func_type="aot", bprop=_temporal_conv_bprop(int(pad)))
+        return [x[0], weight[0], x[2] + 2 * pad_h - weight[2] + 1, x[3] + 2 * pad_w - weight[3] + 1]
+    return ops.Custom(f"{path}:Conv2dFloat32", out_shape=out_shape, out_dtype=lambda x, *_: x,
+                      func_type="aot", bprop=_conv2d_bprop(int(pad_h), int(pad_w)))
