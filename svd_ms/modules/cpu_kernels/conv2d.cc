@@ -51,43 +51,52 @@ int64_t balanced(int64_t total, int64_t most) {  // equal parts of at most `most
 // balanced so that no block is a sliver.
 void plan_blocks(Conv &c) {
   c.block_rows = balanced(c.out_height, kMaxBlockRows);
-  const int64_t halo_rows = c.block_rows + c.kernel_h - 1;
+  const int64_t halo_rows = std::min(c.block_rows + c.kernel_h - 1, c.height);
   const int64_t cols = kBlockFloats / std::max<int64_t>(1, c.in_channels * halo_rows) - (c.kernel_w - 1);
   c.block_cols = balanced(c.out_width, std::max<int64_t>(16, cols));
 }
 
-// Output channels [first_out, last_out) of one block: gather, one GEMM per tap, scatter.
+// Output channels [first_out, last_out) of one block: gather, one GEMM per tap, scatter. Halo
+// rows that fall in the zero padding are neither gathered nor read: each tap's GEMM covers only
+// the output rows whose source row exists (at a video's first and last frame, a temporal tap
+// reaches two of three rows).
 int run_block(const Conv &c, const Block &block, int64_t first_out, int64_t last_out, std::vector<float> &gathered,
               std::vector<float> &summed) {
   const int64_t rows = std::min(c.block_rows, c.out_height - block.row);
   const int64_t cols = std::min(c.block_cols, c.out_width - block.col);
   const int64_t span = cols + c.kernel_w - 1;            // gathered row width
-  const int64_t in_rows = rows + c.kernel_h;             // halo, plus one zero row for the last tap's overrun
+  const int64_t in_rows = rows + c.kernel_h;             // halo, plus one row for the last tap's overrun
   const int64_t in_stride = in_rows * span + 16;         // 16 floats apart: no cache aliasing between channels
   const int64_t out_stride = rows * span + 16;
   const int64_t outs = last_out - first_out;
-  gathered.assign(c.in_channels * in_stride, 0.0f);
+  gathered.resize(c.in_channels * in_stride);
   summed.resize(outs * out_stride);
   const float *x_sample = c.x + block.sample * c.in_channels * c.height * c.width;
   const int64_t first_col = block.col - c.pad_w;
   const int64_t copy_from = std::max<int64_t>(0, first_col), copy_to = std::min(c.width, first_col + span);
+  const int64_t first_row = block.row - c.pad_h;  // source row of gathered row 0
+  const int64_t valid_from = std::max<int64_t>(0, -first_row);
+  const int64_t valid_to = std::min(rows + c.kernel_h - 1, c.height - first_row);
   for (int64_t ch = 0; ch < c.in_channels; ++ch) {
-    for (int64_t r = 0; r < rows + c.kernel_h - 1; ++r) {
-      const int64_t source_row = block.row + r - c.pad_h;
-      if (source_row < 0 || source_row >= c.height || copy_to <= copy_from) continue;  // zero padding
-      std::memcpy(&gathered[ch * in_stride + r * span + (copy_from - first_col)],
-                  x_sample + (ch * c.height + source_row) * c.width + copy_from,
-                  (copy_to - copy_from) * sizeof(float));
+    for (int64_t r = valid_from; r < valid_to; ++r) {
+      float *target = &gathered[ch * in_stride + r * span];
+      std::fill(target, target + span, 0.0f);  // the columns in the zero padding
+      if (copy_to > copy_from)
+        std::memcpy(target + (copy_from - first_col), x_sample + (ch * c.height + first_row + r) * c.width + copy_from,
+                    (copy_to - copy_from) * sizeof(float));
     }
   }
   for (int64_t o = 0; o < outs; ++o) std::fill_n(&summed[o * out_stride], rows * span, c.bias[first_out + o]);
-  const int64_t taps = c.kernel_h * c.kernel_w;
-  for (int64_t tap = 0; tap < taps; ++tap) {
-    const int64_t offset = (tap / c.kernel_w) * span + tap % c.kernel_w;
-    const float *w = c.weight_by_tap + (tap * c.out_channels + first_out) * c.in_channels;
-    const int status = dnnl_sgemm('N', 'N', outs, rows * span, c.in_channels, 1.0f, w, c.in_channels,
-                                  &gathered[offset], in_stride, 1.0f, summed.data(), out_stride);
-    if (status != 0) return 10 + status;
+  for (int64_t dy = 0; dy < c.kernel_h; ++dy) {
+    // output rows i of this block whose source row i + dy was gathered
+    const int64_t i0 = std::max<int64_t>(0, valid_from - dy), i1 = std::min(rows, valid_to - dy);
+    if (i1 <= i0) continue;
+    for (int64_t dx = 0; dx < c.kernel_w; ++dx) {
+      const float *w = c.weight_by_tap + ((dy * c.kernel_w + dx) * c.out_channels + first_out) * c.in_channels;
+      const int status = dnnl_sgemm('N', 'N', outs, (i1 - i0) * span, c.in_channels, 1.0f, w, c.in_channels,
+                                    &gathered[(i0 + dy) * span + dx], in_stride, 1.0f, &summed[i0 * span], out_stride);
+      if (status != 0) return 10 + status;
+    }
   }
   float *y_sample = c.y + block.sample * c.out_channels * c.out_height * c.out_width;
   for (int64_t o = 0; o < outs; ++o)
