@@ -1,12 +1,15 @@
-"""Native Conv2D/Conv3D kernels against the gather + matmul path, shape by shape.
+"""MindSpore's Conv2D/Conv3D kernels, the project's CPU convolution kernel and the gather + matmul
+path, shape by shape.
 
 Times every distinct convolution shape of the full-size SVD UNet (one CFG batch of 2 x --frames
 frames at --size pixels) and of the temporal VAE decoder (--frames frames), each path in its own
-graph-mode cell, and prints a table with GFLOP/s per path and the path `svd_ms.policy` picks on
-this device. This is the measurement behind the CPU choice in `policy.conv_implementation`.
+cell (graph mode; --pynative for PyNative), and prints a table with GFLOP/s per path and the path
+the layer takes on this device. This is the measurement behind `policy.conv_implementation` and
+the layers' size rules for the CPU kernel (`layers.CONV_KERNEL_MIN_WORK`,
+`TEMPORAL_KERNEL_MIN_POSITIONS`); "kernel" is "-" where the layer would not take it.
 
     python -m benchmarks.conv_paths                       # 14 frames, 256x256 (~5 min on 2 cores)
-    python -m benchmarks.conv_paths --frames 4 --size 128
+    python -m benchmarks.conv_paths --frames 4 --size 128 --pynative
 """
 import argparse
 import os
@@ -59,6 +62,7 @@ def main():
     ap.add_argument("--frames", type=int, default=14)
     ap.add_argument("--size", type=int, default=256, help="square frame size in pixels (multiple of 64)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per path; the best is reported")
+    ap.add_argument("--pynative", action="store_true", help="PyNative mode (the CPU default) instead of graph mode")
     args = ap.parse_args()
     import mindspore as ms
     from mindspore import nn
@@ -66,7 +70,7 @@ def main():
     from svd_ms import policy
     from svd_ms.modules import layers
     from svd_ms.runtime import setup_device
-    setup_device(os.environ.get("SVD_MS_DEVICE", "CPU"), mode=0)
+    setup_device(os.environ.get("SVD_MS_DEVICE", "CPU"), mode=1 if args.pynative else 0)
 
     class Run(nn.Cell):
         def __init__(self, conv):
@@ -77,28 +81,38 @@ def main():
             return self.conv(x)
 
     rng = np.random.default_rng(0)
-    print(f"device {policy.device_target()}, graph mode, {args.frames} frames at {args.size}x{args.size}, "
-          f"best of {args.repeats}")
-    print("| convolution | input | native GFLOP/s | matmul GFLOP/s | matmul / native time | policy |")
-    print("|---|---|---|---|---|---|")
-    totals = {"native": 0.0, "matmul": 0.0, "policy": 0.0}
+    print(f"device {policy.device_target()}, {'PyNative' if args.pynative else 'graph'} mode, {args.frames} frames "
+          f"at {args.size}x{args.size}, best of {args.repeats}")
+    print("| convolution | input | native GFLOP/s | kernel GFLOP/s | kernel / native time | matmul GFLOP/s | "
+          "matmul / native time | the layer takes |")
+    print("|---|---|---|---|---|---|---|---|")
+    totals = {"native": 0.0, "kernel": 0.0, "matmul": 0.0, "policy": 0.0}
     for label, dims, n, cin, cout, kernel, stride, padding, spatial in shapes(args.frames, args.size):
         x = ms.Tensor(rng.standard_normal((n, cin) + spatial, dtype=np.float32))
         flop = conv_flops(n, cin, cout, kernel, stride, padding, spatial)
         seconds = {}
-        for path in ("native", "matmul"):
+        built = layers.conv_nd(dims, cin, cout, kernel, stride=stride, padding=padding)
+        takes_kernel = built.kernel is not None and built.kernel_fits(tuple(x.shape))
+        for path in ("native", "kernel", "matmul"):
+            if path == "kernel" and not takes_kernel:
+                continue
             conv = layers.conv_nd(dims, cin, cout, kernel, stride=stride, padding=padding)
-            conv.implementation = path
+            conv.implementation = "matmul" if path == "matmul" else "native"
+            if path != "kernel":
+                conv.kernel = None
             run = Run(conv)
             seconds[path] = best_time(lambda: run(x).asnumpy(), args.repeats)
             totals[path] += seconds[path]
-        choice = policy.conv_implementation()
+        choice = "kernel" if takes_kernel else policy.conv_implementation()
         totals["policy"] += seconds[choice]
+        kernel_cells = (f"{flop / seconds['kernel'] / 1e9:.1f} | {seconds['kernel'] / seconds['native']:.2f}"
+                        if takes_kernel else "- | -")
         print(f"| {label} | {n}x{cin}x{'x'.join(map(str, spatial))} | {flop / seconds['native'] / 1e9:.1f} | "
-              f"{flop / seconds['matmul'] / 1e9:.1f} | {seconds['matmul'] / seconds['native']:.2f} | {choice} |",
-              flush=True)
+              f"{kernel_cells} | {flop / seconds['matmul'] / 1e9:.1f} | {seconds['matmul'] / seconds['native']:.2f} | "
+              f"{choice} |", flush=True)
     print(f"\nsum over the shapes above (one of each): native {totals['native']:.2f} s, matmul "
-          f"{totals['matmul']:.2f} s, policy {totals['policy']:.2f} s")
+          f"{totals['matmul']:.2f} s, what the layers take {totals['policy']:.2f} s "
+          f"(kernel {totals['kernel']:.2f} s where taken)")
 
 
 if __name__ == "__main__":

@@ -232,8 +232,8 @@ class _ConvNd(nn.Cell):
         self.kernel = conv2d_op(pad_h, pad_w)
         self.kernel_settings = Tensor(np.array([pad_h, pad_w, kernel_threads()], np.float32))
 
-    def _kernel_applies(self, dtype) -> bool:
-        return self.kernel is not None and dtype == ms.float32 and not self.training
+    def _kernel_applies(self, dtype, shape) -> bool:
+        return self.kernel is not None and dtype == ms.float32 and not self.training and self.kernel_fits(shape)
 
     def _run_kernel(self, x4, w4, dtype):
         bias = ops.zeros((self.out_channels,), dtype) if self.bias is None else ops.cast(self.bias, dtype)
@@ -251,6 +251,10 @@ class Conv2d(_ConvNd):
         if self.stride == (1, 1):
             self._use_kernel(*self.padding)
 
+    def kernel_fits(self, shape) -> bool:
+        """Whether an input of this shape has enough work for the CPU kernel to win (measured)."""
+        return shape[0] * _count(shape[2:]) >= CONV_KERNEL_MIN_WORK
+
     def construct(self, x):
         return self.conv2d(x)
 
@@ -261,8 +265,7 @@ class Conv2d(_ConvNd):
         x = ops.cast(x, dtype)
         w = ops.cast(self.weight, dtype)
         ph, pw = self.padding
-        if (self._kernel_applies(dtype) and extra_pad is None
-                and x.shape[0] * _count(x.shape[2:]) >= CONV_KERNEL_MIN_WORK):
+        if extra_pad is None and self._kernel_applies(dtype, x.shape):
             return self._run_kernel(x, w, dtype)
         if self.implementation == "matmul":
             left, right, top, bottom = extra_pad if extra_pad is not None else (0, 0, 0, 0)
@@ -296,11 +299,15 @@ class Conv3d(_ConvNd):
         if self.temporal_only:
             self._use_kernel(self.padding[0], 0)
 
+    def kernel_fits(self, shape) -> bool:
+        """Whether an input of this shape has enough work for the CPU kernel to win (measured)."""
+        return self.temporal_only and _count(shape[3:]) >= TEMPORAL_KERNEL_MIN_POSITIONS
+
     def construct(self, x):
         dtype = self.compute_dtype
         x = ops.cast(x, dtype)
         w = ops.cast(self.weight, dtype)
-        if self.temporal_only and self._kernel_applies(dtype) and _count(x.shape[3:]) >= TEMPORAL_KERNEL_MIN_POSITIONS:
+        if self._kernel_applies(dtype, x.shape):
             n, c, t, h, wd = x.shape
             y = self._run_kernel(x.reshape(n, c, t, h * wd), w.reshape(w.shape[:3] + (1,)), dtype)
             return y.reshape(n, y.shape[1], y.shape[2], h, wd)
