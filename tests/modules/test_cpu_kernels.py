@@ -357,3 +357,27 @@ def test_conv_kernel_is_inference_only_and_sized(monkeypatch):
     monkeypatch.setenv("SVD_MS_CONV_KERNEL", "native")
     assert layers.Conv3d(4, 4, (3, 1, 1), padding=(1, 0, 0)).kernel is None
     assert layers.Conv2d(4, 4, 3, padding=1).kernel is None
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_conv_kernel_keeps_a_small_signal_on_a_large_bias(dims):
+    """A near-constant input (SV4D 2.0 encodes all-zero views plus 1e-5 noise, and the GroupNorm
+    after the convolution divides by that tiny spread): the bias is added once after the taps'
+    sum, so the signal keeps float32 precision of its own scale, not of the bias's."""
+    import torch
+    shape = (1, 16, 128, 130) if dims == 2 else (1, 16, 4, 16, 32)
+    kernel, padding = (3, 1) if dims == 2 else ((3, 1, 1), (1, 0, 0))
+    conv, _ = _conv_layer(dims, shape, 8, kernel, padding, True)
+    conv.bias.set_data(ms.Tensor(np.full(8, 0.5, np.float32)))
+    x = (1e-5 * np.random.default_rng(10).standard_normal(shape)).astype(np.float32)
+    ours = _without_native_conv(lambda: conv(ms.Tensor(x)).asnumpy()) - 0.5
+    truth = _torch_conv(conv, x, torch.float64) - 0.5
+    torch_f32 = _torch_conv(conv, x, torch.float32) - 0.5
+    unit = np.finfo(np.float32).eps * np.abs(truth).max()
+    err, torch_err = np.abs(ours - truth).max() / unit, np.abs(torch_f32 - truth).max() / unit
+    # two float32 roundings at the bias's scale (the bias added, then the ULPS allowance); a sum
+    # started from the bias rounds there once per tap
+    bound = 2 * np.finfo(np.float32).eps * 0.5 / unit + ULPS
+    print(f"[parity] conv kernel, 1e-5 signal on a 0.5 bias ({dims}-D): max error {err:.1f} units of the signal's "
+          f"scale, torch float32 {torch_err:.1f} | bound <= {bound:.1f} (two roundings at the bias's scale + {ULPS})")
+    assert err <= bound

@@ -86,7 +86,7 @@ int run_block(const Conv &c, const Block &block, int64_t first_out, int64_t last
                     (copy_to - copy_from) * sizeof(float));
     }
   }
-  for (int64_t o = 0; o < outs; ++o) std::fill_n(&summed[o * out_stride], rows * span, c.bias[first_out + o]);
+  std::fill(summed.begin(), summed.end(), 0.0f);
   for (int64_t dy = 0; dy < c.kernel_h; ++dy) {
     // output rows i of this block whose source row i + dy was gathered
     const int64_t i0 = std::max<int64_t>(0, valid_from - dy), i1 = std::min(rows, valid_to - dy);
@@ -98,11 +98,18 @@ int run_block(const Conv &c, const Block &block, int64_t first_out, int64_t last
       if (status != 0) return 10 + status;
     }
   }
+  // The bias is added once, after the taps' sum, as MindSpore's and PyTorch's convolutions do:
+  // starting the sum from it would round every tap's partial sum at the bias's scale, which a
+  // GroupNorm after a convolution of near-constant input magnifies.
   float *y_sample = c.y + block.sample * c.out_channels * c.out_height * c.out_width;
-  for (int64_t o = 0; o < outs; ++o)
-    for (int64_t r = 0; r < rows; ++r)
-      std::memcpy(y_sample + ((first_out + o) * c.out_height + block.row + r) * c.out_width + block.col,
-                  &summed[o * out_stride + r * span], cols * sizeof(float));
+  for (int64_t o = 0; o < outs; ++o) {
+    const float bias = c.bias[first_out + o];
+    for (int64_t r = 0; r < rows; ++r) {
+      float *target = y_sample + ((first_out + o) * c.out_height + block.row + r) * c.out_width + block.col;
+      const float *source = &summed[o * out_stride + r * span];
+      for (int64_t j = 0; j < cols; ++j) target[j] = source[j] + bias;
+    }
+  }
   return 0;
 }
 
