@@ -39,6 +39,19 @@ def _within(name, ours, truth, torch_f32, bound=ULPS):
     assert err <= bound
 
 
+def _gradients_within(label, grads, torch_grads):
+    """Our gradients of (x, weight, bias) against torch_grads(float64), in units of float32 eps x
+    each gradient's scale, PyTorch float32's own error printed beside."""
+    import torch
+    for name, ours, truth, torch_f32 in zip(("x", "weight", "bias"), grads, torch_grads(torch.float64),
+                                            torch_grads(torch.float32)):
+        unit = np.finfo(np.float32).eps * np.abs(truth).max()
+        err, torch_err = np.abs(ours - truth).max() / unit, np.abs(torch_f32 - truth).max() / unit
+        print(f"[parity] {label} gradient of {name}: max error {err:.2f} units of its scale, "
+              f"torch float32 {torch_err:.2f} | bound <= {GRADIENT_ULPS}")
+        assert err <= GRADIENT_ULPS
+
+
 def _run(mode, fn, *args):
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
     try:
@@ -200,13 +213,7 @@ def test_group_norm_kernel_gradients_match_torch(mode):
                    for a in (x, norm.weight.asnumpy(), norm.bias.asnumpy()))
         (torch.nn.functional.group_norm(t, groups, w, b, eps) * torch.from_numpy(upstream).to(dtype)).sum().backward()
         return [a.grad.numpy() for a in (t, w, b)]
-    for name, ours, truth, torch_f32 in zip(("x", "weight", "bias"), grads, torch_grads(torch.float64),
-                                            torch_grads(torch.float32)):
-        unit = np.finfo(np.float32).eps * np.abs(truth).max()
-        err, torch_err = np.abs(ours - truth).max() / unit, np.abs(torch_f32 - truth).max() / unit
-        print(f"[parity] group_norm kernel gradient of {name} [{mode}]: max error {err:.2f} units of its scale, "
-              f"torch float32 {torch_err:.2f} | bound <= {GRADIENT_ULPS}")
-        assert err <= GRADIENT_ULPS
+    _gradients_within(f"group_norm kernel [{mode}]", grads, torch_grads)
 
 
 def test_group_norm_kernel_is_inference_only(monkeypatch):
@@ -322,13 +329,7 @@ def test_conv_kernel_gradients_match_torch(case, mode):
         t, w, b = (torch.from_numpy(a).to(dtype).requires_grad_(True) for a in (x, weight, bias))
         (torch.nn.functional.conv2d(t, w, b, padding=(pad_h, pad_w)) * torch.from_numpy(upstream).to(dtype)).sum().backward()
         return [a.grad.numpy() for a in (t, w, b)]
-    for name, ours, truth, torch_f32 in zip(("x", "weight", "bias"), grads, torch_grads(torch.float64),
-                                            torch_grads(torch.float32)):
-        unit = np.finfo(np.float32).eps * np.abs(truth).max()
-        err, torch_err = np.abs(ours - truth).max() / unit, np.abs(torch_f32 - truth).max() / unit
-        print(f"[parity] conv kernel gradient of {name} ({case[1]}, padding {case[2]}) [{mode}]: max error {err:.2f} "
-              f"units of its scale, torch float32 {torch_err:.2f} | bound <= {GRADIENT_ULPS}")
-        assert err <= GRADIENT_ULPS
+    _gradients_within(f"conv kernel ({case[1]}, padding {case[2]}) [{mode}]", grads, torch_grads)
 
 
 def test_conv_kernel_is_inference_only_and_sized(monkeypatch):
