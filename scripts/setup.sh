@@ -24,11 +24,12 @@ if [ "${1:-}" = "--test" ]; then
 else
   .venv/bin/python -m pip install -q -e .
 fi
-# The CPU kernels compiled ahead of time (svd_ms/modules/cpu_kernels: the exact GELU); without
-# them the CPU backend runs the slower composed GELU and says so.
+# The CPU kernels compiled ahead of time (svd_ms/modules/cpu_kernels: exact GELU, GroupNorm,
+# stride-1 convolutions); without them the CPU backend runs the slower composed or native
+# operators and says so.
 if ! command -v g++ >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ >/dev/null
 fi
-.venv/bin/python -m svd_ms.modules.cpu_kernels || echo "note: continuing with the composed GELU" >&2
+.venv/bin/python -m svd_ms.modules.cpu_kernels || echo "note: continuing without the CPU kernels (composed GELU and GroupNorm, MindSpore's convolutions)" >&2
 echo "svd-ms environment ready in .venv"
