@@ -278,9 +278,9 @@ class Conv2d(_ConvNd):
         return self._add_bias(y, dtype)
 
 
-# Where the CPU convolution kernel (cpu_kernels/conv2d.cc) beats MindSpore's Conv2D: its GEMMs
+# Where the CPU convolution kernel (cpu_kernels/conv2d.cc) is not slower than MindSpore's Conv2D: its GEMMs
 # need enough columns to pay for gathering blocks and reordering the weight. Per call, kernel
-# against Conv2D (PyNative, 2 cores; docs/performance.md): 3x3 convolutions 0.71-0.98x the time
+# against Conv2D (PyNative, 2 cores; docs/performance.md): 3x3 and 1x1 convolutions 0.35-1.00x the time
 # from 16 K output positions over the batch, 1.1-3.3x below; (3, 1, 1) temporal ones 0.52-0.96x
 # from 256 positions per frame, 0.88-1.9x below (MindSpore's (3, 1) Conv2D is slower still).
 CONV_KERNEL_MIN_WORK = 1 << 14
