@@ -281,7 +281,7 @@ class Conv2d(_ConvNd):
 # Where the CPU convolution kernel (cpu_kernels/conv2d.cc) is not slower than MindSpore's Conv2D: its GEMMs
 # need enough columns to pay for gathering blocks and reordering the weight. Per call, kernel
 # against Conv2D (PyNative, 2 cores; docs/performance.md): 3x3 and 1x1 convolutions 0.35-1.00x the time
-# from 16 K output positions over the batch, 1.1-3.3x below; (3, 1, 1) temporal ones 0.52-0.96x
+# from 16 K output positions over the batch, 1.1-3.3x below; (3, 1, 1) temporal ones 0.47-0.88x
 # from 256 positions per frame, 0.88-1.9x below (MindSpore's (3, 1) Conv2D is slower still).
 CONV_KERNEL_MIN_WORK = 1 << 14
 TEMPORAL_KERNEL_MIN_POSITIONS = 256
@@ -303,21 +303,25 @@ class Conv3d(_ConvNd):
         """Whether an input of this shape has enough work for the CPU kernel to win (measured)."""
         return self.temporal_only and _count(shape[3:]) >= TEMPORAL_KERNEL_MIN_POSITIONS
 
+    def _temporal_as_2d(self, x, w, dtype):
+        """The (k, 1, 1) convolution as a (k, 1) one over (time, height * width): through the CPU
+        kernel where it applies, else MindSpore's Conv2D."""
+        n, c, t, h, wd = x.shape
+        x2d, w2d = x.reshape(n, c, t, h * wd), w.reshape(w.shape[:3] + (1,))
+        if self._kernel_applies(dtype, x.shape):
+            y = self._run_kernel(x2d, w2d, dtype)
+        else:
+            y = self._add_bias(ops.conv2d(x2d, w2d, None, 1, "pad", (self.padding[0], 0)), dtype)
+        return y.reshape(n, y.shape[1], y.shape[2], h, wd)
+
     def construct(self, x):
         dtype = self.compute_dtype
         x = ops.cast(x, dtype)
         w = ops.cast(self.weight, dtype)
-        if self._kernel_applies(dtype, x.shape):
-            n, c, t, h, wd = x.shape
-            y = self._run_kernel(x.reshape(n, c, t, h * wd), w.reshape(w.shape[:3] + (1,)), dtype)
-            return y.reshape(n, y.shape[1], y.shape[2], h, wd)
         if self.implementation == "matmul":
             y = _matmul_conv(x, w, self.stride, tuple((p, p) for p in self.padding))
         elif self.temporal_only:
-            n, c, t, h, wd = x.shape
-            y = ops.conv2d(x.reshape(n, c, t, h * wd), w.reshape(w.shape[:3] + (1,)), None, 1, "pad",
-                           (self.padding[0], 0))
-            y = y.reshape(n, y.shape[1], y.shape[2], h, wd)
+            return self._temporal_as_2d(x, w, dtype)
         elif self.native_kernel_dtype is not None:
             y = ops.conv3d(ops.cast(x, self.native_kernel_dtype), ops.cast(w, self.native_kernel_dtype), None,
                            self.stride, "pad", self.padding)
