@@ -10,20 +10,9 @@ from mindspore import Parameter, Tensor, nn, ops
 
 from ..diffusionmodules.model import AttnBlock, Decoder, ResnetBlock, make_attn
 from ..diffusionmodules.openaimodel import ResBlock
+from ..diffusionmodules.util import frames_to_video, video_to_frames
 from ..layers import Conv2d, Conv3d, Linear, SiLU
 from ..video_attention import VideoTransformerBlock, frame_index_embedding
-
-
-def _to_video(x, timesteps):
-    """(b t) c h w -> b c t h w"""
-    bt, c, h, w = x.shape
-    return x.reshape(bt // timesteps, timesteps, c, h, w).swapaxes(1, 2)
-
-
-def _from_video(x):
-    """b c t h w -> (b t) c h w"""
-    b, c, t, h, w = x.shape
-    return x.swapaxes(1, 2).reshape(b * t, c, h, w)
 
 
 class _LearnedMix(nn.Cell):
@@ -54,10 +43,10 @@ class VideoResBlock(ResnetBlock, _LearnedMix):
 
     def construct(self, x, temb=None, timesteps=None):
         x = self.residual(x, temb)
-        spatial = _to_video(x, timesteps)
+        spatial = frames_to_video(x, timesteps)
         temporal = self.time_stack(spatial)
         alpha = ops.cast(self.get_alpha(), x.dtype)
-        return _from_video(alpha * temporal + (1.0 - alpha) * spatial)
+        return video_to_frames(alpha * temporal + (1.0 - alpha) * spatial)
 
 
 class AE3DConv(Conv2d):
@@ -73,7 +62,7 @@ class AE3DConv(Conv2d):
 
     def construct(self, x, timesteps=None):
         x = self.conv2d(x)
-        return _from_video(self.time_mix_conv(_to_video(x, timesteps)))
+        return video_to_frames(self.time_mix_conv(frames_to_video(x, timesteps)))
 
 
 class VideoBlock(AttnBlock, _LearnedMix):

@@ -9,7 +9,7 @@ from ..spacetime_attention import PostHocSpatialTransformerWithTimeMixingAndMoti
 from ..video_attention import SpatialVideoTransformer
 from .openaimodel import (Downsample, ResBlock, SpacetimeEmbedSequential, TimestepEmbedSequential, Upsample,
                           normalization)
-from .util import AlphaBlender, Timestep, timestep_embedding
+from .util import AlphaBlender, Timestep, frames_to_video, timestep_embedding, video_to_frames
 
 
 class VideoResBlock(ResBlock):
@@ -31,13 +31,11 @@ class VideoResBlock(ResBlock):
 
     def construct(self, x, emb, context=None, image_only_indicator=None, num_video_frames=None):
         x = self.residual(x, emb)
-        bt, c, h, w = x.shape
-        t = num_video_frames
-        b = bt // t
-        x = x.reshape(b, t, c, h, w).swapaxes(1, 2)  # b c t h w
+        x = frames_to_video(x, num_video_frames)
+        b, t = x.shape[0], num_video_frames
         temporal = self.time_stack(x, emb.reshape((b, t) + emb.shape[1:]))
         x = self.time_mixer(x, temporal, image_only_indicator)
-        return x.swapaxes(1, 2).reshape(bt, c, h, w)
+        return video_to_frames(x)
 
 
 class UNetBlocks(nn.Cell):
@@ -228,13 +226,11 @@ class PostHocResBlockWithTime(ResBlock):
 
     def construct(self, x, emb, context=None, cond_view=None, num_video_frames=None):
         x = self.residual(x, emb)
-        bt, c, h, w = x.shape
-        t = num_video_frames
-        b = bt // t
-        x = x.reshape(b, t, c, h, w).swapaxes(1, 2)  # b c t h w
+        x = frames_to_video(x, num_video_frames)
+        b, t = x.shape[0], num_video_frames
         temporal = self.time_mix_blocks(x, emb.reshape((b, t) + emb.shape[1:]))
         x = self.time_mixer(x, temporal, ops.zeros((b, t), ms.float32))
-        return x.swapaxes(1, 2).reshape(bt, c, h, w)
+        return video_to_frames(x)
 
 
 class SpatialUNetModelWithTime(UNetBlocks):
