@@ -77,13 +77,13 @@ class PeakMemory:
 
 
 def release_cached_memory() -> None:
-    """Give back what dropped models still hold: collect the Python objects (cells sit in
-    reference cycles), ask MindSpore to recycle its runtime memory, then hand the freed heap back
-    to the system. MindSpore keeps the compiled-graph resources of a dropped graph-mode model until
-    asked (releasing its memory pool alone gives nothing back), and glibc keeps freed heap pages
-    in the process until trimmed (docs/performance.md has the figures;
-    tests/runtime/test_pipeline_memory.py). The recycle clears every compile cache, so pipelines
-    still in use compile again on their next call. Call it after dropping a pipeline."""
+    """Give back what dropped models leave behind: collect the Python objects (cells sit in
+    reference cycles; this alone returns a dropped pipeline's weights and compiled graphs), ask
+    MindSpore to recycle its runtime memory (its compile caches and memory pool), then hand the
+    freed heap back to the system (glibc keeps freed pages in the process until trimmed). The
+    last two lower resident memory by a further 0.3-0.4 GB after a tiny graph-mode pipeline
+    (docs/performance.md). The recycle clears every compile cache, so pipelines still in use
+    compile again on their next call."""
     import gc
     gc.collect()
     with contextlib.suppress(Exception):  # a MindSpore without the call keeps its cache

@@ -233,7 +233,9 @@ class Decoder(nn.Cell):
         h = self.mid.block_1(h, None, timesteps)
         h = self.mid.attn_1(h, timesteps)
         h = self.mid.block_2(h, None, timesteps)
-        for i_level in reversed(range(self.num_resolutions)):
+        # A counting-down range, not reversed(range(...)): MindSpore 2.10's graph compiler keeps a cell
+        # whose construct calls reversed() alive after it is dropped (tests/runtime/test_pipeline_memory.py).
+        for i_level in range(self.num_resolutions - 1, -1, -1):
             level = self.up[i_level]
             for i_block in range(self.num_res_blocks + 1):
                 h = level.block[i_block](h, None, timesteps)
