@@ -118,11 +118,16 @@ class GEGLU(nn.Cell):
         self.gated_kernel = gated_gelu_op() if policy.cpu_gelu_kernel() else None
 
     def construct(self, x):
-        h = self.proj(x)
+        # Rows of tokens: the projection's 2-D output reaches the kernel as it is; its (..., 2 * dim)
+        # view would be copied first (84 MB per call at the top level of a 4x128 video).
+        lead = x.shape[:-1]
+        h = self.proj(x.reshape(-1, x.shape[-1]))
         if self.gated_kernel is not None and h.dtype == ms.float32:
-            return self.gated_kernel(h)
-        value, gate = ops.chunk(h, 2, axis=-1)
-        return value * self.gelu(gate)
+            y = self.gated_kernel(h)
+        else:
+            value, gate = ops.chunk(h, 2, axis=-1)
+            y = value * self.gelu(gate)
+        return y.reshape(lead + (y.shape[-1],))
 
 
 class FeedForward(nn.Cell):
