@@ -20,6 +20,7 @@ from mindspore import Parameter, Tensor, mint, nn, ops
 from mindspore.common.initializer import initializer
 
 from .. import policy
+from ..errors import ConfigError
 from .composed_kernels import group_norm_composed
 from .cpu_kernels import conv2d_op, exact_gelu_op, group_norm_op
 
@@ -359,6 +360,10 @@ class GroupNorm(nn.Cell):
 
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True):
         super().__init__()
+        if num_groups < 1 or num_channels % num_groups:
+            # Caught here: the kernels would fail at the first call with an error code instead.
+            raise ConfigError(f"GroupNorm over {num_channels} channels in {num_groups} groups: the channels must be a "
+                              f"multiple of the groups (check the model config's channel counts)")
         self.num_groups = num_groups
         self.num_channels = num_channels
         self.eps = eps

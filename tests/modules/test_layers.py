@@ -98,3 +98,12 @@ def test_temporal_conv3d_matches_torch(mode, path, monkeypatch):
     finally:
         ms.set_context(mode=ms.PYNATIVE_MODE)
     assert_close(f"temporal Conv3d vs torch [{mode}]", actual, expected, rel=BOUND)
+
+
+def test_group_norm_refuses_channels_that_do_not_split_into_its_groups():
+    """torch.nn.GroupNorm refuses these when built; the CPU kernel would only fail at the first call
+    with an error code."""
+    from svd_ms.errors import ConfigError
+    with pytest.raises(ConfigError, match="8 channels in 32 groups"):
+        layers.GroupNorm(32, 8)
+    assert layers.GroupNorm(8, 32).num_groups == 8
