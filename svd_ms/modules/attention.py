@@ -119,7 +119,7 @@ class GEGLU(nn.Cell):
 
     def construct(self, x):
         # Rows of tokens: the projection's 2-D output reaches the kernel as it is; its (..., 2 * dim)
-        # view would be copied first (84 MB per call at the top level of a 4x128 video).
+        # view would be copied first (42 MB per call at the top level of a 4x128 video).
         lead = x.shape[:-1]
         h = self.proj(x.reshape(-1, x.shape[-1]))
         if self.gated_kernel is not None and h.dtype == ms.float32:

@@ -85,14 +85,11 @@ def linear(x, weight, bias=None):
     """x @ weight.T + bias over the last axis, as one 2-D matmul (no broadcast batch matmul). A 2-D
     input gives the matmul's own output: in PyNative any reshaped view, even one of the same shape,
     is copied by the next element-wise or custom operator that reads it."""
-    if x.ndim == 2:
-        y = _matmul_nt(x, weight)
-        return y if bias is None else ops.bias_add(y, bias)
-    lead = x.shape[:-1]
-    y = _matmul_nt(x.reshape(-1, x.shape[-1]), weight)
+    rows = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
+    y = _matmul_nt(rows, weight)
     if bias is not None:
         y = ops.bias_add(y, bias)
-    return y.reshape(lead + (weight.shape[0],))
+    return y if x.ndim == 2 else y.reshape(x.shape[:-1] + (weight.shape[0],))
 
 
 class Linear(nn.Cell):

@@ -81,7 +81,7 @@ def release_cached_memory() -> None:
     reference cycles; this alone returns a dropped pipeline's weights and compiled graphs), ask
     MindSpore to recycle its runtime memory (its compile caches and memory pool), then hand the
     freed heap back to the system (glibc keeps freed pages in the process until trimmed). The
-    last two lower resident memory by a further 0.3-0.4 GB after a tiny graph-mode pipeline
+    last two lower resident memory by a further 0.23-0.32 GB after a tiny graph-mode pipeline
     (docs/performance.md). The recycle clears every compile cache, so pipelines still in use
     compile again on their next call."""
     import gc

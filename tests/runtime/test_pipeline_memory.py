@@ -6,7 +6,7 @@ five graph compiles short.
 
 Measured (docs/performance.md): until 2026-12-07 each dropped pipeline kept 0.15-0.19 GB with
 gc.collect() alone (the fifth 0.74 GB over the first's 0.77 GB), because MindSpore's graph compiler
-kept the VAE decoder alive; with that fixed, 0.055 GB (the fifth 0.22 GB over the first's 0.77 GB).
+kept the VAE decoder alive; with that fixed, 0.055 GB (the fifth 0.22 GB over the first's 0.76 GB).
 """
 import json
 import os

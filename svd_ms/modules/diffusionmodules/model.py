@@ -234,7 +234,7 @@ class Decoder(nn.Cell):
         h = self.mid.attn_1(h, timesteps)
         h = self.mid.block_2(h, None, timesteps)
         # A counting-down range, not reversed(range(...)): MindSpore 2.10's graph compiler keeps a cell
-        # whose construct calls reversed() alive after it is dropped (tests/runtime/test_pipeline_memory.py).
+        # whose construct calls reversed() alive after it is dropped (tests/modules/diffusionmodules/test_model.py).
         for i_level in range(self.num_resolutions - 1, -1, -1):
             level = self.up[i_level]
             for i_block in range(self.num_res_blocks + 1):
