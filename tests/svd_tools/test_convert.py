@@ -165,7 +165,7 @@ def test_refuses_checkpoint_for_another_config(tmp_path):
     from omegaconf import OmegaConf
 
     wider = OmegaConf.load(H.TINY_CONFIG)
-    wider.model.params.network_config.params.model_channels = 48
+    wider.model.params.network_config.params.model_channels = 64
     OmegaConf.save(wider, tmp_path / "tiny_wider.yaml")
     for config in (os.path.join(H.REPO, "configs", "svd.yaml"), tmp_path / "tiny_wider.yaml"):
         out = tmp_path / "out"
