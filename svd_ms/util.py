@@ -13,7 +13,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 
 from omegaconf import DictConfig, OmegaConf
 
-from .errors import ConfigError
+from .errors import ConfigError, SVDError, one_line
 
 # Packages whose classes a config may instantiate: the engine's building blocks. Functions,
 # modules and anything imported into these packages from elsewhere are refused.
@@ -92,7 +92,16 @@ def instantiate_from_config(config: Dict) -> Any:
     params = config.get("params", None) or {}
     if isinstance(params, DictConfig):
         params = OmegaConf.to_container(params, resolve=True)
-    return get_obj_from_str(config["target"])(**params)
+    target = config["target"]
+    cls = get_obj_from_str(target)
+    try:
+        return cls(**params)
+    except (SVDError, MemoryError):
+        raise
+    except Exception as exc:
+        # A parameter the class does not take, or a value it cannot use: named at the innermost
+        # entry, which outer entries pass on as it is (ConfigError is an SVDError).
+        raise ConfigError(f"{target.rsplit('.', 1)[-1]} cannot be built from its params ({one_line(exc)})") from exc
 
 
 def load_config(source: Union[str, os.PathLike, Mapping, DictConfig], what: str = "model config",

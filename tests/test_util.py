@@ -167,6 +167,53 @@ def test_train_refuses(tmp_path, where, tripwire, capsys):
     print(f"\ntrain.py ({where}): {err}")
 
 
+def _refused_params_config(tmp_path, change):
+    """The tiny config with one UNet parameter the model class rejects: an unknown name, or a
+    value it cannot use."""
+    cfg = OmegaConf.load(TINY_CONFIG)
+    name, value = change
+    cfg.model.params.network_config.params[name] = value
+    path = tmp_path / f"refused_{name}.yaml"
+    OmegaConf.save(cfg, path)
+    return str(path)
+
+
+REFUSED_PARAMS = [("no_such_option", 3), ("num_head_channels", 0)]
+
+
+@pytest.mark.parametrize("change", REFUSED_PARAMS, ids=[c[0] for c in REFUSED_PARAMS])
+def test_pipeline_names_the_config_and_class_a_parameter_breaks(tmp_path, change):
+    from svd_ms.pipeline import SVDInferPipeline
+
+    path = _refused_params_config(tmp_path, change)
+    with pytest.raises(ConfigError) as info:
+        SVDInferPipeline(path, checkpoint=None)
+    _one_line(info, path, "VideoUNet cannot be built from its params")
+
+
+@pytest.mark.parametrize("change", REFUSED_PARAMS, ids=[c[0] for c in REFUSED_PARAMS])
+def test_converter_names_the_config_and_class_a_parameter_breaks(tmp_path, change, capsys):
+    from svd_tools.convert import main
+
+    out = tmp_path / "out"
+    path = _refused_params_config(tmp_path, change)
+    code = main(["--pt_weights_file", TINY_WEIGHTS, "--model_config", path, "--out_dir", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and path in err and "VideoUNet cannot be built" in err, err
+    assert not out.exists()
+    print(f"\nconvert: {err}")
+
+
+def test_a_class_s_own_refusal_passes_unchanged(tmp_path):
+    """A ConfigError a layer raises itself (GroupNorm's channels) is not wrapped again."""
+    cfg = OmegaConf.load(TINY_CONFIG)
+    cfg.model.params.network_config.params.model_channels = 48
+    with pytest.raises(ConfigError) as info:
+        instantiate_from_config(cfg.model.params.network_config)
+    _one_line(info, "GroupNorm over 48 channels in 32 groups")
+    assert "cannot be built" not in str(info.value)
+
+
 # ------------------------------------------------------------------------------------ small helpers
 
 def test_upstream_targets_resolve_to_this_package():

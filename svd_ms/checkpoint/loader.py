@@ -9,12 +9,13 @@ shapes are checked, and the memory the weights need is compared with what the ho
 mindspore is imported only where tensors are handed to the engine: checking names stays cheap
 for the converter.
 """
+import os
 import re
 from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from ..errors import CheckpointError, CheckpointMemoryError, CheckpointMismatchError
+from ..errors import CheckpointError, CheckpointMemoryError, CheckpointMismatchError, ConfigError
 from .formats import quote_path
 from .diffusers_folder import wants_fp16
 from .readers import open_checkpoint
@@ -73,7 +74,13 @@ def build_engine(config):
     """The engine of a config (path, dict or OmegaConf). Parameters start as unallocated zeros,
     so even the full-size engine builds in seconds."""
     from ..util import instantiate_from_config, load_config
-    return instantiate_from_config(load_config(config, require_model=True).model)
+    cfg = load_config(config, require_model=True)
+    try:
+        return instantiate_from_config(cfg.model)
+    except ConfigError as exc:
+        if isinstance(config, (str, os.PathLike)):
+            raise ConfigError(f"{os.fspath(config)}: {exc}") from exc
+        raise
 
 
 def engine_param_shapes(engine_or_config) -> Dict[str, Tuple[int, ...]]:

@@ -3,6 +3,7 @@ precision, weights (checkpoint or random), a UNet override and LoRA adapters mer
 from typing import Any, Dict, Tuple
 
 from ..checkpoint import load_checkpoint_into
+from ..errors import ConfigError
 from ..precision import apply_precision
 from ..util import instantiate_from_config
 
@@ -18,7 +19,15 @@ def build_engine(cfg, model_settings, default_num_frames: int) -> Tuple[Any, Any
     if guider is not None and "max_scale" in (guider.get("params", None) or {}):
         # The engine's own sampler is built for the default clip length, as upstream's script does.
         guider.params.num_frames = default_num_frames
-    engine = instantiate_from_config(cfg.model)
+    try:
+        engine = instantiate_from_config(cfg.model)
+    except ConfigError as exc:
+        described_by = model_settings.config if isinstance(model_settings.config, str) else None
+        if described_by is None and model_settings.checkpoint is not None:
+            described_by = f"the config derived from {model_settings.checkpoint}"
+        if described_by is None:
+            raise
+        raise ConfigError(f"{described_by}: {exc}") from exc
     engine.set_train(False)
     # Precision first: each tensor is then written straight into its parameter's dtype, so an O2
     # model never holds a float32 copy of its float16 weights.
