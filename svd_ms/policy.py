@@ -276,6 +276,15 @@ def cpu_conv_kernel(device: Optional[str] = None) -> bool:
     return _switch_on_cpu("SVD_MS_CONV_KERNEL", ("kernel", "native"), "kernel", device)
 
 
+def cpu_attention_kernel(device: Optional[str] = None) -> bool:
+    """Float32 attention through the project's ahead-of-time CPU kernel (svd_ms/modules/cpu_kernels/
+    attention.cc: each head read where it lies, two GEMMs around a row softmax per block of
+    queries) instead of composed operators, in inference: the composition copies q, k and v to split
+    their heads and copies the result back, about ten launches per call (docs/performance.md).
+    Ascend and GPU keep theirs. SVD_MS_ATTENTION_KERNEL=kernel|composed forces one."""
+    return _switch_on_cpu("SVD_MS_ATTENTION_KERNEL", ("kernel", "composed"), "kernel", device)
+
+
 def cpu_thread_settings(cores: int) -> Dict[str, Optional[int]]:
     """MindSpore's CPU thread counts for a host with `cores` cores (None: MindSpore's default).
     Kernel threads = cores: MindSpore 2.10 starts 25 kernel threads whatever the host, and on a

@@ -2,11 +2,12 @@
 from typing import Optional
 
 import mindspore as ms
-from mindspore import nn, ops
+import numpy as np
+from mindspore import Tensor, nn, ops
 
 from .. import policy
 from ..runtime.budget import ATTENTION_CHUNK_BYTES  # the math attention's largest score tensor at once
-from .cpu_kernels import gated_gelu_op
+from .cpu_kernels import attention_op, gated_gelu_op
 from .layers import GELU, Conv2d, GroupNorm, Identity, LayerNorm, Linear
 
 
@@ -40,10 +41,25 @@ def _flash_attention(q, k, v, heads: int, scale: float):
     return out if kernel_dtype == dtype else ops.cast(out, dtype)
 
 
-def scaled_dot_product_attention(q, k, v, heads: int, implementation: str):
+def cpu_attention_kernel(heads: int, head_dim: int, implementation: str):
+    """(operator, settings) of the project's float32 CPU attention kernel for this head layout,
+    where the policy takes it for the 'math' implementation and the kernel is built; else (None,
+    None). The layers hand both to scaled_dot_product_attention in inference."""
+    if implementation != "math" or not policy.cpu_attention_kernel():
+        return None, None
+    scale = head_dim ** -0.5
+    kernel = attention_op(heads, scale)
+    if kernel is None:
+        return None, None
+    from ..runtime.threads import kernel_threads
+    return kernel, Tensor(np.array([heads, scale, kernel_threads()], np.float32))
+
+
+def scaled_dot_product_attention(q, k, v, heads: int, implementation: str, kernel=None, kernel_settings=None):
     """Multi-head attention on (B, N, heads*d) tensors, returning (B, N, heads*d) in q's dtype.
 
-    'math' forms the scores and the softmax in float32 whatever the input dtype; 'flash' is the
+    'math' forms the scores and the softmax in float32 whatever the input dtype, through the CPU
+    `kernel` (cpu_attention_kernel) where one is given and q, k, v are float32; 'flash' is the
     fused Ascend kernel, which never materialises the (N, N) score matrix (head layouts the kernel
     does not take run the math path).
     """
@@ -58,6 +74,8 @@ def scaled_dot_product_attention(q, k, v, heads: int, implementation: str):
         # attention layers on CPU (q/k gradients off by O(1) relative in the video UNet;
         # tests/test_training_loss.py fails without this).
         return ops.broadcast_to(v, (b, n_q, inner))
+    if kernel is not None and q.dtype == ms.float32 and k.dtype == ms.float32 and v.dtype == ms.float32:
+        return kernel(q, k, v, kernel_settings)
     if implementation == "flash" and policy.flash_attention_fits(heads, d):
         return _flash_attention(q, k, v, heads, scale)
     per_item = heads * n_q * n_kv * 4
@@ -92,6 +110,7 @@ class CrossAttention(nn.Cell):
         self.to_v = Linear(context_dim, inner_dim, bias=False)
         self.to_out = nn.SequentialCell([Linear(inner_dim, query_dim), Identity()])
         self.implementation = policy.attention_implementation(attention)
+        self.kernel, self.kernel_settings = cpu_attention_kernel(heads, dim_head, self.implementation)
 
     def construct(self, x, context=None):
         if context is None:
@@ -99,7 +118,8 @@ class CrossAttention(nn.Cell):
         q = self.to_q(x)
         k = self.to_k(context)
         v = self.to_v(context)
-        out = scaled_dot_product_attention(q, k, v, self.heads, self.implementation)
+        kernel = None if self.training else self.kernel
+        out = scaled_dot_product_attention(q, k, v, self.heads, self.implementation, kernel, self.kernel_settings)
         return self.to_out(out)
 
 

@@ -115,3 +115,107 @@ def test_graph_mode_compiles_through_the_contract(on_ascend, monkeypatch):
 
 def _unchanged(dtype):
     return dtype
+
+
+# ---- the CPU kernel (svd_ms/modules/cpu_kernels/attention.cc) ------------------------------------
+# (batch, queries, keys, heads, head size): cross-attention with fewer keys than queries; the UNet's
+# temporal shape (thousands of tiny heads); several blocks of queries per head (4096 keys leave
+# 64 queries per block); a single key-free query; one head of the VAE's width.
+KERNEL_CASES = [(2, 10, 7, 2, 16), (64, 4, 4, 5, 8), (1, 130, 4096, 2, 8), (3, 1, 3, 4, 8), (2, 20, 20, 1, 64)]
+# max |ours - truth| <= bound x float32 eps x max|truth|: the scores, the softmax and the second
+# GEMM each round a few times; PyTorch float32's own error is printed beside.
+KERNEL_ULPS = 16
+
+
+def _torch_attention(q, k, v, heads, dtype, grad_of=None):
+    """PyTorch's scaled_dot_product_attention on our layout; with `grad_of` (the upstream
+    gradient), the gradients of q, k, v instead."""
+    import torch
+    b, nq, width = q.shape
+    ts = [torch.from_numpy(t).to(dtype).requires_grad_(grad_of is not None) for t in (q, k, v)]
+    split = lambda t: t.reshape(b, t.shape[1], heads, width // heads).transpose(1, 2)
+    out = torch.nn.functional.scaled_dot_product_attention(*map(split, ts)).transpose(1, 2).reshape(b, nq, width)
+    if grad_of is None:
+        return out.detach().numpy()
+    (out * torch.from_numpy(grad_of).to(dtype)).sum().backward()
+    return [t.grad.numpy() for t in ts]
+
+
+def _units(label, ours, truth, torch_f32, bound=KERNEL_ULPS):
+    unit = np.finfo(np.float32).eps * np.abs(truth).max()
+    err, torch_err = np.abs(ours - truth).max() / unit, np.abs(torch_f32 - truth).max() / unit
+    print(f"[parity] {label}: max error {err:.2f} units of its scale, torch float32 {torch_err:.2f} | bound <= {bound}")
+    assert err <= bound
+
+
+def _kernel(heads, head_dim):
+    kernel, settings = attention.cpu_attention_kernel(heads, head_dim, "math")
+    assert kernel is not None, "the CPU attention kernel is not built (python -m svd_ms.modules.cpu_kernels)"
+    return kernel, settings
+
+
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
+@pytest.mark.parametrize("case", KERNEL_CASES, ids=[str(c) for c in KERNEL_CASES])
+def test_cpu_kernel_matches_torch(case, mode):
+    import torch
+    b, nq, nk, heads, d = case
+    q, k, v = _qkv((b, nq, heads * d), (b, nk, heads * d), seed=3)
+    q, k = q * 3.0, k * 3.0  # peaked softmaxes as well as flat ones
+    kernel, settings = _kernel(heads, d)
+
+    def run(*tensors):
+        return scaled_dot_product_attention(*tensors, heads, "math", kernel, settings)
+    if mode == "graph":
+        run = ms.jit(run)
+    ours = run(Tensor(q), Tensor(k), Tensor(v)).asnumpy()
+    _units(f"attention kernel {case} [{mode}]", ours, _torch_attention(q, k, v, heads, torch.float64),
+           _torch_attention(q, k, v, heads, torch.float32))
+
+
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
+def test_cpu_kernel_gradients_match_torch(mode):
+    """A model in inference mode that is differentiated goes through the kernel's composed backward."""
+    import torch
+    b, nq, nk, heads, d = 2, 6, 5, 2, 8
+    q, k, v = _qkv((b, nq, heads * d), (b, nk, heads * d), seed=5)
+    upstream = np.random.default_rng(6).standard_normal(q.shape).astype(np.float32)
+    kernel, settings = _kernel(heads, d)
+
+    def loss(*tensors):
+        return (kernel(*tensors, settings) * Tensor(upstream)).sum()
+    grad = ms.grad(loss, grad_position=(0, 1, 2))
+    if mode == "graph":
+        grad = ms.jit(grad)
+    ours = [g.asnumpy() for g in grad(Tensor(q), Tensor(k), Tensor(v))]
+    truth = _torch_attention(q, k, v, heads, torch.float64, grad_of=upstream)
+    torch_f32 = _torch_attention(q, k, v, heads, torch.float32, grad_of=upstream)
+    for name, a, t, f in zip("qkv", ours, truth, torch_f32):
+        _units(f"attention kernel gradient of {name} [{mode}]", a, t, f)
+
+
+def test_layers_take_the_cpu_kernel_in_inference_only(monkeypatch):
+    """CrossAttention, the VAE's AttnBlock and OpenCLIP's attention hold the kernel on CPU; a layer
+    in training runs the composition (its gradients are the ones checked against upstream), and
+    SVD_MS_ATTENTION_KERNEL=composed turns the kernel off."""
+    from svd_ms.modules.diffusionmodules.model import AttnBlock
+    from svd_ms.modules.encoders.open_clip import MultiheadSelfAttention
+    layer = CrossAttention(32, heads=2, dim_head=16)
+    assert all(cell.kernel is not None for cell in (layer, AttnBlock(32), MultiheadSelfAttention(32, 2)))
+    rng = np.random.default_rng(7)
+    for cell in (layer.to_q, layer.to_k, layer.to_v, layer.to_out[0]):  # built as zeros
+        cell.weight.set_data(Tensor(rng.standard_normal(cell.weight.shape).astype(np.float32) * 0.3))
+    x = rng.standard_normal((2, 9, 32)).astype(np.float32)
+    expected = layer(Tensor(x)).asnumpy()
+    assert np.abs(expected).max() > 0.1
+
+    def refuse(*args):
+        raise AssertionError("kernel used while training")
+    layer.kernel = refuse
+    layer.set_train(True)
+    trained = layer(Tensor(x)).asnumpy()
+    layer.set_train(False)
+    with pytest.raises(AssertionError, match="kernel used"):
+        layer(Tensor(x))
+    assert_close("attention layer, training (composed) vs inference (kernel)", trained, expected, rel=1e-5)
+    monkeypatch.setenv("SVD_MS_ATTENTION_KERNEL", "composed")
+    assert CrossAttention(32, heads=2, dim_head=16).kernel is None

@@ -5,7 +5,9 @@
 `exact_gelu.cc`: the exact (erf) GELU, and the gated GELU of GEGLU (value * gelu(gate) from the
 projection's two halves in one pass); `group_norm.cc`: GroupNorm's forward pass;
 `conv2d.cc`: stride-1 convolutions (3x3, and the (K, 1) form of temporal ones) as one GEMM per tap
-over gathered blocks, through the oneDNN library MindSpore ships (linked by its path). All sources go into one library. Where to use it is the
+over gathered blocks, through the oneDNN library MindSpore ships (linked by its path);
+`attention.cc`: multi-head attention reading each head where it lies in (B, N, heads * d), two
+GEMMs around a row softmax per block of queries. All sources go into one library. Where to use it is the
 device policy's decision (`policy.cpu_gelu_kernel` and its neighbours); without a built library
 the layers keep their composed operators and say so once. The library's file name carries a hash
 of its sources and flags, so an edited source is never served by an older build.
@@ -218,3 +220,42 @@ def conv2d_op(pad_h: int, pad_w: int):
         return [x[0], weight[0], x[2] + 2 * pad_h - weight[2] + 1, x[3] + 2 * pad_w - weight[3] + 1]
     return ops.Custom(f"{path}:Conv2dFloat32", out_shape=out_shape, out_dtype=lambda x, *_: x,
                       func_type="aot", bprop=_conv2d_bprop(int(pad_h), int(pad_w)))
+
+
+def _split_heads(t, heads: int):
+    """(B, N, heads * d) -> (B * heads, N, d)."""
+    b, n, width = t.shape
+    return t.reshape(b, n, heads, width // heads).transpose(0, 2, 1, 3).reshape(b * heads, n, width // heads)
+
+
+def _merge_heads(t, heads: int):
+    """(B * heads, N, d) -> (B, N, heads * d)."""
+    bh, n, d = t.shape
+    return t.reshape(bh // heads, heads, n, d).transpose(0, 2, 1, 3).reshape(bh // heads, n, heads * d)
+
+
+def _attention_bprop(heads: int, scale: float):
+    """Attention's gradients in composed operators, per head, from the probabilities P recomputed:
+    dv = P^T do, dP = do v^T, dS = P (dP - rowsum(dP P)), dq = scale dS k, dk = scale dS^T q."""
+    def bprop(q, k, v, settings, out, dout):
+        qh, kh, vh, gh = (_split_heads(t, heads) for t in (q, k, v, dout))
+        probs = ops.softmax(ops.bmm(qh * scale, kh.transpose(0, 2, 1)), axis=-1)
+        dv = ops.bmm(probs.transpose(0, 2, 1), gh)
+        dprobs = ops.bmm(gh, vh.transpose(0, 2, 1))
+        dscores = probs * (dprobs - (dprobs * probs).sum(axis=-1, keepdims=True))
+        dq = ops.bmm(dscores, kh) * scale
+        dk = ops.bmm(dscores.transpose(0, 2, 1), qh) * scale
+        return _merge_heads(dq, heads), _merge_heads(dk, heads), _merge_heads(dv, heads), ops.zeros_like(settings)
+    return bprop
+
+
+@functools.lru_cache(maxsize=None)
+def attention_op(heads: int, scale: float):
+    """(q (B, Nq, heads * d), k and v (B, Nk, heads * d), [heads, scale, threads]) -> softmax(scale
+    q k^T) v per head, (B, Nq, heads * d), on float32; or None as exact_gelu_op. Heads and scale
+    are fixed per operator because the backward needs them as constants."""
+    path = _library()
+    if path is None:
+        return None
+    return ops.Custom(f"{path}:AttentionFloat32", out_shape=lambda q, *_: q, out_dtype=lambda q, *_: q,
+                      func_type="aot", bprop=_attention_bprop(int(heads), float(scale)))

@@ -5,7 +5,7 @@ layout; the image blocks ignore `timesteps`.
 """
 from mindspore import nn, ops
 
-from ..attention import scaled_dot_product_attention
+from ..attention import cpu_attention_kernel, scaled_dot_product_attention
 from ..layers import Conv2d, GroupNorm, Identity, Linear, nearest_upsample
 from ... import policy
 
@@ -89,12 +89,14 @@ class AttnBlock(nn.Cell):
         self.v = Conv2d(in_channels, in_channels, 1)
         self.proj_out = Conv2d(in_channels, in_channels, 1)
         self.implementation = policy.attention_implementation(attention)
+        self.kernel, self.kernel_settings = cpu_attention_kernel(1, in_channels, self.implementation)
 
     def attention(self, x):
         h = self.norm(x)
         b, c, hh, ww = h.shape
         q, k, v = (t.reshape(b, c, hh * ww).swapaxes(1, 2) for t in (self.q(h), self.k(h), self.v(h)))
-        out = scaled_dot_product_attention(q, k, v, 1, self.implementation)
+        kernel = None if self.training else self.kernel
+        out = scaled_dot_product_attention(q, k, v, 1, self.implementation, kernel, self.kernel_settings)
         return out.swapaxes(1, 2).reshape(b, c, hh, ww)
 
     def construct(self, x, timesteps=None):

@@ -9,7 +9,7 @@ import numpy as np
 from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import initializer
 
-from ..attention import scaled_dot_product_attention
+from ..attention import cpu_attention_kernel, scaled_dot_product_attention
 from ..layers import GELU, Conv2d, LayerNorm, Linear, linear
 from ... import policy
 
@@ -129,6 +129,7 @@ class MultiheadSelfAttention(nn.Cell):
         self.in_proj_bias = Parameter(initializer("zeros", (3 * width,), ms.float32), name="in_proj_bias")
         self.out_proj = Linear(width, width)
         self.implementation = policy.attention_implementation(attention)
+        self.kernel, self.kernel_settings = cpu_attention_kernel(heads, width // heads, self.implementation)
         self.compute_dtype = ms.float32
 
     def construct(self, x):
@@ -136,7 +137,9 @@ class MultiheadSelfAttention(nn.Cell):
         qkv = linear(ops.cast(x, dtype), ops.cast(self.in_proj_weight, dtype),
                      ops.cast(self.in_proj_bias, dtype))
         q, k, v = ops.chunk(qkv, 3, axis=-1)
-        return self.out_proj(scaled_dot_product_attention(q, k, v, self.heads, self.implementation))
+        kernel = None if self.training else self.kernel
+        return self.out_proj(scaled_dot_product_attention(q, k, v, self.heads, self.implementation, kernel,
+                                                          self.kernel_settings))
 
 
 class QuickGELU(nn.Cell):
