@@ -22,7 +22,7 @@ from mindspore.common.initializer import initializer
 from .. import policy
 from ..errors import ConfigError
 from .composed_kernels import group_norm_composed
-from .cpu_kernels import conv2d_op, exact_gelu_op, group_norm_op
+from .cpu_kernels import conv2d_op, exact_gelu_op, group_norm_op, layer_norm_op
 
 # Largest im2col buffer (bytes) the matmul convolution builds at once; bigger inputs are
 # processed in batch chunks, and single images in chunks of output rows.
@@ -393,10 +393,16 @@ class LayerNorm(nn.Cell):
         self.weight = Parameter(initializer("ones", (dim,), ms.float32), name="weight")
         self.bias = Parameter(initializer("zeros", (dim,), ms.float32), name="bias")
         self.norm = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)
+        self.kernel = layer_norm_op(eps) if policy.cpu_layer_norm_kernel() else None
+        self.kernel_settings = Tensor(np.array([eps], np.float32))
 
     def construct(self, x):
         in_dtype = x.dtype
-        h = self.norm(ops.cast(x, ms.float32), self.weight, self.bias)[0]
+        x = ops.cast(x, ms.float32)
+        if self.kernel is not None and not self.training:
+            h = self.kernel(x, self.weight, self.bias, self.kernel_settings)
+        else:
+            h = self.norm(x, self.weight, self.bias)[0]
         return ops.cast(h, in_dtype)
 
 

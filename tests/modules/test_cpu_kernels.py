@@ -1,5 +1,5 @@
 """svd_ms.modules.cpu_kernels: the ahead-of-time CPU kernels (exact GELU, GEGLU's gated GELU,
-GroupNorm's forward pass, the stride-1 convolution) against PyTorch (torch.nn.functional.gelu in float64 as the truth, float32 PyTorch's own error
+GroupNorm's and LayerNorm's forward passes, the stride-1 convolution) against PyTorch (torch.nn.functional.gelu in float64 as the truth, float32 PyTorch's own error
 printed beside ours), forward and gradient, PyNative and graph mode, through the layers that use
 them; and that the install step built them for this host (a missing build fails here, it does
 not fall back silently). Small shapes: a few seconds."""
@@ -241,6 +241,85 @@ def test_group_norm_kernel_is_inference_only(monkeypatch):
     monkeypatch.setenv("SVD_MS_GROUP_NORM", "composed")
     assert layers.GroupNorm(4, 8).kernel is None
     assert np.isfinite(trained).all()
+
+
+LAYER_NORM_CASES = [((2, 9, 32), 1e-5), ((3, 320), 1e-6), ((1, 5, 7, 1280), 1e-5)]
+
+
+def _layer_norm(shape, eps):
+    rng = np.random.default_rng(8)
+    norm = layers.LayerNorm(shape[-1], eps=eps)
+    norm.set_train(False)
+    norm.weight.set_data(ms.Tensor(rng.standard_normal(shape[-1]).astype(np.float32)))
+    norm.bias.set_data(ms.Tensor(rng.standard_normal(shape[-1]).astype(np.float32)))
+    x = (3.0 + 2.0 * rng.standard_normal(shape)).astype(np.float32)
+    return norm, x
+
+
+def _torch_layer_norm(norm, x, dtype, upstream=None):
+    """PyTorch's layer_norm of x with the layer's affine; with `upstream`, the gradients of x,
+    weight and bias instead."""
+    import torch
+    t, w, b = (torch.from_numpy(a).to(dtype).requires_grad_(upstream is not None)
+               for a in (x, norm.weight.asnumpy(), norm.bias.asnumpy()))
+    y = torch.nn.functional.layer_norm(t, (x.shape[-1],), w, b, norm.eps)
+    if upstream is None:
+        return y.detach().numpy()
+    (y * torch.from_numpy(upstream).to(dtype)).sum().backward()
+    return [a.grad.numpy() for a in (t, w, b)]
+
+
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
+@pytest.mark.parametrize("case", LAYER_NORM_CASES, ids=[str(c[0]) for c in LAYER_NORM_CASES])
+def test_layer_norm_kernel_matches_torch(case, mode):
+    """Units of float32 eps x max |truth|, as GroupNorm's kernel above."""
+    import torch
+    shape, eps = case
+    norm, x = _layer_norm(shape, eps)
+    assert norm.kernel is not None
+    ours = _run(mode, lambda t: norm(t).asnumpy(), ms.Tensor(x))
+    truth, torch_f32 = _torch_layer_norm(norm, x, torch.float64), _torch_layer_norm(norm, x, torch.float32)
+    unit = np.finfo(np.float32).eps * np.abs(truth).max()
+    err, torch_err = np.abs(ours - truth).max() / unit, np.abs(torch_f32 - truth).max() / unit
+    print(f"[parity] layer_norm kernel {shape} [{mode}]: max error {err:.2f} units of the output's scale, "
+          f"torch float32 {torch_err:.2f} | bound <= 4")
+    assert err <= 4
+
+
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
+def test_layer_norm_kernel_gradients_match_torch(mode):
+    import torch
+    norm, x = _layer_norm((2, 9, 32), 1e-5)
+    upstream = np.random.default_rng(9).standard_normal(x.shape).astype(np.float32)
+    op = cpu_kernels.layer_norm_op(1e-5)
+
+    def loss(t, w, b):
+        return (op(t, w, b, norm.kernel_settings) * ms.Tensor(upstream)).sum()
+    grads = _run(mode, lambda *a: [g.asnumpy() for g in ms.grad(loss, grad_position=(0, 1, 2))(*a)],
+                 ms.Tensor(x), norm.weight.value(), norm.bias.value())
+    _gradients_within(f"layer_norm kernel [{mode}]", grads,
+                      lambda dtype: _torch_layer_norm(norm, x, dtype, upstream=upstream))
+
+
+def test_layer_norm_kernel_is_inference_only(monkeypatch):
+    """Training runs MindSpore's LayerNorm (the gradients checked against upstream elsewhere);
+    SVD_MS_LAYER_NORM=native turns the kernel off."""
+    norm, x = _layer_norm((2, 9, 32), 1e-5)
+    expected = norm(ms.Tensor(x)).asnumpy()
+
+    def refuse(*args):
+        raise AssertionError("kernel used while training")
+    norm.kernel = refuse
+    norm.set_train(True)
+    trained = norm(ms.Tensor(x)).asnumpy()
+    norm.set_train(False)
+    with pytest.raises(AssertionError, match="kernel used"):
+        norm(ms.Tensor(x))
+    err = np.abs(trained - expected).max()
+    print(f"[parity] layer_norm training (MindSpore's) vs inference (kernel): max_abs={err:.2e} | bound <= 1e-5")
+    assert err <= 1e-5
+    monkeypatch.setenv("SVD_MS_LAYER_NORM", "native")
+    assert layers.LayerNorm(8).kernel is None
 
 
 # Convolutions through the stride-1 kernel (conv2d.cc), via the layers, with enough work that the

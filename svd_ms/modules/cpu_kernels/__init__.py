@@ -3,7 +3,8 @@
 `ops.Custom(func_type="aot")`.
 
 `exact_gelu.cc`: the exact (erf) GELU, and the gated GELU of GEGLU (value * gelu(gate) from the
-projection's two halves in one pass); `group_norm.cc`: GroupNorm's forward pass;
+projection's two halves in one pass); `group_norm.cc` and `layer_norm.cc`: GroupNorm's and
+LayerNorm's forward passes;
 `conv2d.cc`: stride-1 convolutions (3x3, and the (K, 1) form of temporal ones) as one GEMM per tap
 over gathered blocks, through the oneDNN library MindSpore ships (linked by its path);
 `attention.cc`: multi-head attention reading each head where it lies in (B, N, heads * d), two
@@ -259,3 +260,30 @@ def attention_op(heads: int, scale: float):
         return None
     return ops.Custom(f"{path}:AttentionFloat32", out_shape=lambda q, *_: q, out_dtype=lambda q, *_: q,
                       func_type="aot", bprop=_attention_bprop(int(heads), float(scale)))
+
+
+def _layer_norm_bprop(eps: float):
+    """LayerNorm's gradients in composed operators, as GroupNorm's over one group per row: with
+    n = (x - mean) / std and g = dout * weight, dx = (g - mean(g) - n * mean(g * n)) / std;
+    dweight and dbias sum dout * n and dout over the rows."""
+    def bprop(x, weight, bias, settings, out, dout):
+        centred = x - x.mean(axis=-1, keep_dims=True)
+        inv_std = ops.rsqrt((centred * centred).mean(axis=-1, keep_dims=True) + eps)
+        normalised = centred * inv_std
+        rows = tuple(range(x.ndim - 1))
+        scaled = dout * weight
+        dx = inv_std * (scaled - scaled.mean(axis=-1, keep_dims=True)
+                        - normalised * (scaled * normalised).mean(axis=-1, keep_dims=True))
+        return dx, (dout * normalised).sum(axis=rows), dout.sum(axis=rows), ops.zeros_like(settings)
+    return bprop
+
+
+@functools.lru_cache(maxsize=None)
+def layer_norm_op(eps: float):
+    """(x (..., C), weight (C), bias (C), [eps]) -> LayerNorm over the last axis on float32, or None
+    as exact_gelu_op. eps is fixed per operator because the backward needs it as a constant."""
+    path = _library()
+    if path is None:
+        return None
+    return ops.Custom(f"{path}:LayerNormFloat32", out_shape=lambda x, *_: x, out_dtype=lambda x, *_: x,
+                      func_type="aot", bprop=_layer_norm_bprop(float(eps)))
