@@ -309,12 +309,11 @@ class Conv3d(_ConvNd):
     def _temporal_as_2d(self, x, w, dtype):
         """The (k, 1, 1) convolution as a (k, 1) one over (time, height * width): through the CPU
         kernel where it applies, else MindSpore's Conv2D."""
+        if self._kernel_applies(dtype, x.shape):
+            return self._run_kernel(x, w, dtype)  # takes the 5-D tensors as they are: no reshaped copies
         n, c, t, h, wd = x.shape
         x2d, w2d = x.reshape(n, c, t, h * wd), w.reshape(w.shape[:3] + (1,))
-        if self._kernel_applies(dtype, x.shape):
-            y = self._run_kernel(x2d, w2d, dtype)
-        else:
-            y = self._add_bias(ops.conv2d(x2d, w2d, None, 1, "pad", (self.padding[0], 0)), dtype)
+        y = self._add_bias(ops.conv2d(x2d, w2d, None, 1, "pad", (self.padding[0], 0)), dtype)
         return y.reshape(n, y.shape[1], y.shape[2], h, wd)
 
     def construct(self, x):

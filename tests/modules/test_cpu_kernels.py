@@ -386,15 +386,20 @@ def test_conv_kernel_matches_torch(case, mode):
 
 @pytest.mark.parametrize("mode", ["pynative", "graph"])
 @pytest.mark.parametrize("case", [((2, 6, 5, 7), (7, 6, 3, 3), (1, 1)), ((2, 6, 5, 12), (7, 6, 3, 1), (1, 0)),
-                                  ((1, 4, 6, 6), (3, 4, 3, 3), (0, 0))], ids=["3x3", "temporal", "3x3 pad 0"])
+                                  ((1, 4, 6, 6), (3, 4, 3, 3), (0, 0)), ((2, 6, 5, 3, 4), (7, 6, 3, 1, 1), (1, 0))],
+                         ids=["3x3", "temporal", "3x3 pad 0", "temporal 5-D"])
 def test_conv_kernel_gradients_match_torch(case, mode):
     """Gradients through the kernel (a model in inference mode differentiated, as the LoRA and
-    loss tests do) for x, weight and bias, against PyTorch in float64."""
+    loss tests do) for x, weight and bias, against PyTorch in float64; a temporal convolution's
+    5-D tensors go to the kernel as they are."""
     import torch
     x_shape, w_shape, (pad_h, pad_w) = case
     rng = np.random.default_rng(9)
     x, weight, bias = (rng.standard_normal(s).astype(np.float32) for s in (x_shape, w_shape, w_shape[:1]))
     out_shape = (x_shape[0], w_shape[0], x_shape[2] + 2 * pad_h - w_shape[2] + 1, x_shape[3] + 2 * pad_w - w_shape[3] + 1)
+    out_shape += tuple(x_shape[4:])
+    torch_conv = "conv3d" if len(x_shape) == 5 else "conv2d"
+    padding = (pad_h, pad_w, 0) if len(x_shape) == 5 else (pad_h, pad_w)
     upstream = rng.standard_normal(out_shape).astype(np.float32)
     op = cpu_kernels.conv2d_op(pad_h, pad_w)
     settings = ms.Tensor(np.array([pad_h, pad_w, 2], np.float32))
@@ -406,7 +411,8 @@ def test_conv_kernel_gradients_match_torch(case, mode):
 
     def torch_grads(dtype):
         t, w, b = (torch.from_numpy(a).to(dtype).requires_grad_(True) for a in (x, weight, bias))
-        (torch.nn.functional.conv2d(t, w, b, padding=(pad_h, pad_w)) * torch.from_numpy(upstream).to(dtype)).sum().backward()
+        y = getattr(torch.nn.functional, torch_conv)(t, w, b, padding=padding)
+        (y * torch.from_numpy(upstream).to(dtype)).sum().backward()
         return [a.grad.numpy() for a in (t, w, b)]
     _gradients_within(f"conv kernel ({case[1]}, padding {case[2]}) [{mode}]", grads, torch_grads)
 

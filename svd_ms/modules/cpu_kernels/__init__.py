@@ -185,25 +185,35 @@ def group_norm_op(groups: int, eps: float):
                       func_type="aot", bprop=_group_norm_bprop(int(groups), float(eps)))
 
 
+def _conv2d_grads(x, weight, dout, pad_h: int, pad_w: int):
+    """(dx, dweight, dbias) of the stride-1 convolution on 4-D tensors: dx is the convolution of
+    dout with the weight's channels swapped and taps reversed (padding K - 1 - pad per axis);
+    dweight's tap (dy, dx) sums dout against the padded input shifted by (dy, dx); dbias sums dout."""
+    samples, in_channels = x.shape[0], x.shape[1]
+    out_channels, kernel_h, kernel_w = weight.shape[0], weight.shape[2], weight.shape[3]
+    out_h, out_w = dout.shape[2], dout.shape[3]
+    swapped = ops.reverse(weight.transpose(1, 0, 2, 3), [2, 3])
+    dx = ops.conv2d(dout, swapped, None, 1, "pad", (kernel_h - 1 - pad_h, kernel_w - 1 - pad_w))
+    padded = ops.pad(x, (pad_w, pad_w, pad_h, pad_h))
+    rows = dout.reshape(samples, out_channels, -1)
+    per_tap = []
+    for dy in range(kernel_h):
+        for dxx in range(kernel_w):
+            shifted = padded[:, :, dy:dy + out_h, dxx:dxx + out_w].reshape(samples, in_channels, -1)
+            per_tap.append(ops.bmm(rows, shifted.transpose(0, 2, 1)).sum(axis=0))
+    dweight = ops.stack(per_tap, axis=2).reshape(weight.shape)
+    return dx, dweight, rows.sum(axis=(0, 2))
+
+
 def _conv2d_bprop(pad_h: int, pad_w: int):
-    """The stride-1 convolution's gradients in composed operators: dx is the convolution of dout
-    with the weight's channels swapped and taps reversed (padding K - 1 - pad per axis); dweight's
-    tap (dy, dx) sums dout against the padded input shifted by (dy, dx); dbias sums dout."""
+    """The stride-1 convolution's gradients in composed operators (_conv2d_grads); a temporal
+    convolution's 5-D tensors are taken as the 4-D ones over (time, height * width)."""
     def bprop(x, weight, bias, settings, out, dout):
-        samples, in_channels = x.shape[0], x.shape[1]
-        out_channels, kernel_h, kernel_w = weight.shape[0], weight.shape[2], weight.shape[3]
-        out_h, out_w = dout.shape[2], dout.shape[3]
-        swapped = ops.reverse(weight.transpose(1, 0, 2, 3), [2, 3])
-        dx = ops.conv2d(dout, swapped, None, 1, "pad", (kernel_h - 1 - pad_h, kernel_w - 1 - pad_w))
-        padded = ops.pad(x, (pad_w, pad_w, pad_h, pad_h))
-        rows = dout.reshape(samples, out_channels, -1)
-        per_tap = []
-        for dy in range(kernel_h):
-            for dxx in range(kernel_w):
-                shifted = padded[:, :, dy:dy + out_h, dxx:dxx + out_w].reshape(samples, in_channels, -1)
-                per_tap.append(ops.bmm(rows, shifted.transpose(0, 2, 1)).sum(axis=0))
-        dweight = ops.stack(per_tap, axis=2).reshape(weight.shape)
-        dbias = rows.sum(axis=(0, 2))
+        if x.ndim == 5:
+            dx, dweight, dbias = _conv2d_grads(x.reshape(x.shape[:3] + (-1,)), weight.reshape(weight.shape[:3] + (1,)),
+                                               dout.reshape(dout.shape[:3] + (-1,)), pad_h, pad_w)
+            return dx.reshape(x.shape), dweight.reshape(weight.shape), dbias, ops.zeros_like(settings)
+        dx, dweight, dbias = _conv2d_grads(x, weight, dout, pad_h, pad_w)
         return dx, dweight, dbias, ops.zeros_like(settings)
     return bprop
 
@@ -211,13 +221,16 @@ def _conv2d_bprop(pad_h: int, pad_w: int):
 @functools.lru_cache(maxsize=None)
 def conv2d_op(pad_h: int, pad_w: int):
     """(x (N, C_in, H, W), weight (C_out, C_in, KH, KW), bias (C_out), [pad_h, pad_w, threads]) ->
-    the stride-1 convolution with that zero padding, on float32; or None as exact_gelu_op. The
-    padding is fixed per operator because the backward needs it as a constant."""
+    the stride-1 convolution with that zero padding, on float32; or None as exact_gelu_op. A
+    temporal convolution passes x (N, C_in, T, H, W) and weight (C_out, C_in, K, 1, 1) as they are.
+    The padding is fixed per operator because the backward needs it as a constant."""
     path = _library()
     if path is None:
         return None
 
     def out_shape(x, weight, bias, settings):
+        if len(x) == 5:  # a temporal (K, 1, 1) convolution over (N, C, T, H, W)
+            return [x[0], weight[0], x[2] + 2 * pad_h - weight[2] + 1, x[3], x[4]]
         return [x[0], weight[0], x[2] + 2 * pad_h - weight[2] + 1, x[3] + 2 * pad_w - weight[3] + 1]
     return ops.Custom(f"{path}:Conv2dFloat32", out_shape=out_shape, out_dtype=lambda x, *_: x,
                       func_type="aot", bprop=_conv2d_bprop(int(pad_h), int(pad_w)))

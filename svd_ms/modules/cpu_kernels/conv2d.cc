@@ -138,6 +138,9 @@ int parallel(int64_t count, int64_t threads, Job job) {
 
 // Inputs: x (N, C_in, H, W), weight (C_out, C_in, KH, KW), bias (C_out),
 // settings (3) = [pad_h, pad_w, threads]; output y (N, C_out, H + 2 pad_h - KH + 1, W + 2 pad_w - KW + 1).
+// A video's temporal convolution comes as it is: x (N, C_in, T, H, W), weight (C_out, C_in, K, 1, 1),
+// pad_w 0, y (N, C_out, T + 2 pad_h - K + 1, H, W), whose memory is that of the 4-D case over
+// (T, H * W): a reshape to 4-D before and after would be copied twice by MindSpore.
 // Returns non-zero (MindSpore raises) on other dtypes or shapes that do not fit.
 extern "C" int Conv2dFloat32(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                              void * /*stream*/, void * /*extra*/) {
@@ -145,23 +148,29 @@ extern "C" int Conv2dFloat32(int nparam, void **params, int *ndims, int64_t **sh
   for (int i = 0; i < nparam; ++i) {
     if (!is_float32(dtypes[i])) return 1;
   }
-  if (ndims[0] != 4 || ndims[1] != 4 || ndims[2] != 1 || ndims[3] != 1 || shapes[3][0] != 3 || ndims[4] != 4) return 2;
+  const int rank = ndims[0];
+  if ((rank != 4 && rank != 5) || ndims[1] != rank || ndims[2] != 1 || ndims[3] != 1 || shapes[3][0] != 3 ||
+      ndims[4] != rank)
+    return 2;
   const float *settings = static_cast<const float *>(params[3]);
   Conv c{};
   c.samples = shapes[0][0];
   c.in_channels = shapes[0][1];
   c.height = shapes[0][2];
-  c.width = shapes[0][3];
+  c.width = rank == 4 ? shapes[0][3] : shapes[0][3] * shapes[0][4];
   c.out_channels = shapes[1][0];
   c.kernel_h = shapes[1][2];
   c.kernel_w = shapes[1][3];
   c.pad_h = static_cast<int64_t>(settings[0]);
   c.pad_w = static_cast<int64_t>(settings[1]);
+  if (rank == 5 && (c.kernel_w != 1 || shapes[1][4] != 1 || c.pad_w != 0)) return 3;
   c.out_height = c.height + 2 * c.pad_h - c.kernel_h + 1;
   c.out_width = c.width + 2 * c.pad_w - c.kernel_w + 1;
   if (shapes[1][1] != c.in_channels || shapes[2][0] != c.out_channels || c.pad_h < 0 || c.pad_w < 0 ||
       c.out_height < 0 || c.out_width < 0 || shapes[4][0] != c.samples || shapes[4][1] != c.out_channels ||
-      shapes[4][2] != c.out_height || shapes[4][3] != c.out_width)
+      shapes[4][2] != c.out_height)
+    return 3;
+  if (rank == 4 ? shapes[4][3] != c.out_width : (shapes[4][3] != shapes[0][3] || shapes[4][4] != shapes[0][4]))
     return 3;
   if (c.samples * c.out_channels * c.out_height * c.out_width == 0) return 0;
   const int64_t threads = std::max<int64_t>(1, static_cast<int64_t>(settings[2]));
