@@ -276,6 +276,14 @@ def cpu_conv_kernel(device: Optional[str] = None) -> bool:
     return _switch_on_cpu("SVD_MS_CONV_KERNEL", ("kernel", "native"), "kernel", device)
 
 
+def cpu_linear_kernel(device: Optional[str] = None) -> bool:
+    """Linear layers through the project's ahead-of-time CPU kernel (svd_ms/modules/cpu_kernels/
+    linear.cc: tokens taken as they lie, the bias folded into the GEMM) in inference, instead of a
+    reshape, MatMul, BiasAdd and reshape back, whose views MindSpore copies (docs/performance.md).
+    Ascend and GPU keep theirs. SVD_MS_LINEAR=kernel|native forces one."""
+    return _switch_on_cpu("SVD_MS_LINEAR", ("kernel", "native"), "kernel", device)
+
+
 def cpu_layer_norm_kernel(device: Optional[str] = None) -> bool:
     """LayerNorm's forward pass through the project's ahead-of-time CPU kernel (svd_ms/modules/
     cpu_kernels/layer_norm.cc) in inference: MindSpore 2.10's CPU LayerNorm took 3.4 ms for 2048

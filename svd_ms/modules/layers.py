@@ -22,7 +22,7 @@ from mindspore.common.initializer import initializer
 from .. import policy
 from ..errors import ConfigError
 from .composed_kernels import group_norm_composed
-from .cpu_kernels import conv2d_op, exact_gelu_op, group_norm_op, layer_norm_op
+from .cpu_kernels import conv2d_op, exact_gelu_op, group_norm_op, layer_norm_op, linear_op
 
 # Largest im2col buffer (bytes) the matmul convolution builds at once; bigger inputs are
 # processed in batch chunks, and single images in chunks of output rows.
@@ -103,13 +103,26 @@ class Linear(nn.Cell):
         # A LoRA adapter (svd_ms.lora) hangs here as a child cell rather than wrapping this
         # layer, so that the weight keeps its checkpoint name.
         self.lora = None
+        self.kernel = linear_op() if policy.cpu_linear_kernel() else None
+        if self.kernel is not None:
+            from ..runtime.threads import kernel_threads
+            self.kernel_settings = Tensor(np.array([kernel_threads()], np.float32))
+            self.kernel_bias = Tensor(np.zeros(out_features, np.float32)) if self.bias is None else None
+
+    def takes_kernel(self) -> bool:
+        """Whether a call now runs the CPU kernel, which takes (..., C) tokens as they are and
+        returns (..., O) without a reshaped view (inference, float32)."""
+        return self.kernel is not None and not self.training and self.compute_dtype == ms.float32
 
     def construct(self, x):
         dtype = self.compute_dtype
         w = ops.cast(self.weight, dtype)
         b = ops.cast(self.bias, dtype) if self.bias is not None else None
         x = ops.cast(x, dtype)
-        y = linear(x, w, b)
+        if self.takes_kernel():
+            y = self.kernel(x, w, b if b is not None else self.kernel_bias, self.kernel_settings)
+        else:
+            y = linear(x, w, b)
         if self.lora is not None:
             y = y + self.lora(x, dtype)
         return y

@@ -1,5 +1,5 @@
 """svd_ms.modules.cpu_kernels: the ahead-of-time CPU kernels (exact GELU, GEGLU's gated GELU,
-GroupNorm's and LayerNorm's forward passes, the stride-1 convolution) against PyTorch (torch.nn.functional.gelu in float64 as the truth, float32 PyTorch's own error
+GroupNorm's and LayerNorm's forward passes, the linear layer, the stride-1 convolution) against PyTorch (torch.nn.functional.gelu in float64 as the truth, float32 PyTorch's own error
 printed beside ours), forward and gradient, PyNative and graph mode, through the layers that use
 them; and that the install step built them for this host (a missing build fails here, it does
 not fall back silently). Small shapes: a few seconds."""
@@ -320,6 +320,84 @@ def test_layer_norm_kernel_is_inference_only(monkeypatch):
     assert err <= 1e-5
     monkeypatch.setenv("SVD_MS_LAYER_NORM", "native")
     assert layers.LayerNorm(8).kernel is None
+
+
+# Linear layers through linear.cc: (input shape, out features, bias): tokens of a video block
+# (rows split over threads), a conditioning vector (output columns split), a plain 2-D input.
+LINEAR_CASES = [((2, 30, 48), 24, True), ((3, 64), 200, False), ((1, 2, 3, 40), 7, True)]
+
+
+def _linear(shape, out_features, bias):
+    rng = np.random.default_rng(10)
+    layer = layers.Linear(shape[-1], out_features, bias=bias)
+    layer.set_train(False)
+    layer.weight.set_data(ms.Tensor((rng.standard_normal(layer.weight.shape) * 0.2).astype(np.float32)))
+    if bias:
+        layer.bias.set_data(ms.Tensor(rng.standard_normal(out_features).astype(np.float32)))
+    return layer, rng.standard_normal(shape).astype(np.float32)
+
+
+def _torch_linear(layer, x, dtype, upstream=None):
+    import torch
+    ts = [torch.from_numpy(a).to(dtype).requires_grad_(upstream is not None)
+          for a in (x, layer.weight.asnumpy()) + ((layer.bias.asnumpy(),) if layer.bias is not None else ())]
+    y = torch.nn.functional.linear(*ts)
+    if upstream is None:
+        return y.detach().numpy()
+    (y * torch.from_numpy(upstream).to(dtype)).sum().backward()
+    return [t.grad.numpy() for t in ts]
+
+
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
+@pytest.mark.parametrize("case", LINEAR_CASES, ids=[str(c[:2]) for c in LINEAR_CASES])
+def test_linear_kernel_matches_torch(case, mode):
+    """Units of float32 eps x max |truth|; the sums run over up to 48 inputs, as PyTorch's do."""
+    import torch
+    layer, x = _linear(*case)
+    assert layer.takes_kernel()
+    ours = _run(mode, lambda t: layer(t).asnumpy(), ms.Tensor(x))
+    assert ours.shape == x.shape[:-1] + (case[1],)
+    truth, torch_f32 = _torch_linear(layer, x, torch.float64), _torch_linear(layer, x, torch.float32)
+    unit = np.finfo(np.float32).eps * np.abs(truth).max()
+    err, torch_err = np.abs(ours - truth).max() / unit, np.abs(torch_f32 - truth).max() / unit
+    print(f"[parity] linear kernel {case} [{mode}]: max error {err:.2f} units of the output's scale, "
+          f"torch float32 {torch_err:.2f} | bound <= {ULPS}")
+    assert err <= ULPS
+
+
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
+def test_linear_kernel_gradients_match_torch(mode):
+    import torch
+    layer, x = _linear((2, 9, 48), 24, True)
+    upstream = np.random.default_rng(11).standard_normal((2, 9, 24)).astype(np.float32)
+    op = cpu_kernels.linear_op()
+
+    def loss(t, w, b):
+        return (op(t, w, b, layer.kernel_settings) * ms.Tensor(upstream)).sum()
+    grads = _run(mode, lambda *a: [g.asnumpy() for g in ms.grad(loss, grad_position=(0, 1, 2))(*a)],
+                 ms.Tensor(x), layer.weight.value(), layer.bias.value())
+    _gradients_within(f"linear kernel [{mode}]", grads, lambda dtype: _torch_linear(layer, x, dtype, upstream=upstream))
+
+
+def test_linear_kernel_is_inference_only(monkeypatch):
+    """Training runs MatMul and BiasAdd (the gradients checked against upstream elsewhere);
+    SVD_MS_LINEAR=native turns the kernel off."""
+    layer, x = _linear((2, 9, 48), 24, True)
+    expected = layer(ms.Tensor(x)).asnumpy()
+
+    def refuse(*args):
+        raise AssertionError("kernel used while training")
+    layer.kernel = refuse
+    layer.set_train(True)
+    trained = layer(ms.Tensor(x)).asnumpy()
+    layer.set_train(False)
+    with pytest.raises(AssertionError, match="kernel used"):
+        layer(ms.Tensor(x))
+    err = np.abs(trained - expected).max()
+    print(f"[parity] linear training (MatMul + BiasAdd) vs inference (kernel): max_abs={err:.2e} | bound <= 1e-5")
+    assert err <= 1e-5
+    monkeypatch.setenv("SVD_MS_LINEAR", "native")
+    assert layers.Linear(4, 4).kernel is None
 
 
 # Convolutions through the stride-1 kernel (conv2d.cc), via the layers, with enough work that the

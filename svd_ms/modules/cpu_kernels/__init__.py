@@ -300,3 +300,22 @@ def layer_norm_op(eps: float):
         return None
     return ops.Custom(f"{path}:LayerNormFloat32", out_shape=lambda x, *_: x, out_dtype=lambda x, *_: x,
                       func_type="aot", bprop=_layer_norm_bprop(float(eps)))
+
+
+def _linear_bprop(x, weight, bias, settings, out, dout):
+    """The linear layer's gradients in composed operators: dx = dout W, dW = dout^T x, db = sum dout."""
+    rows = dout.reshape(-1, dout.shape[-1])
+    dx = ops.matmul(rows, weight).reshape(x.shape)
+    dweight = ops.matmul(rows.transpose(1, 0), x.reshape(-1, x.shape[-1]))
+    return dx, dweight, rows.sum(axis=0), ops.zeros_like(settings)
+
+
+@functools.lru_cache(maxsize=None)
+def linear_op():
+    """(x (..., C), weight (O, C), bias (O), [threads]) -> x W^T + b, (..., O), on float32; or None
+    as exact_gelu_op."""
+    path = _library()
+    if path is None:
+        return None
+    return ops.Custom(f"{path}:LinearFloat32", out_shape=lambda x, weight, *_: list(x[:-1]) + [weight[0]],
+                      out_dtype=lambda x, *_: x, func_type="aot", bprop=_linear_bprop)
