@@ -28,6 +28,28 @@ def reference():
     return dict(np.load(path))
 
 
+def assert_kernel_in_inference_only(name, layer, inputs, rel=1e-5):
+    """`layer` (a cell holding a CPU kernel in `.kernel`) calls the kernel in inference and not in
+    training, where its composed path gives the same values within `rel`."""
+    import mindspore as ms
+    tensors = [ms.Tensor(a) for a in inputs]
+    expected = layer(*tensors).asnumpy()
+
+    def refuse(*args):
+        raise AssertionError("kernel used while training")
+    kernel, layer.kernel = layer.kernel, refuse
+    try:
+        layer.set_train(True)
+        trained = layer(*tensors).asnumpy()
+        layer.set_train(False)
+        with pytest.raises(AssertionError, match="kernel used"):
+            layer(*tensors)
+    finally:
+        layer.kernel = kernel
+        layer.set_train(False)
+    assert_close(f"{name}, training (composed) vs inference (kernel)", trained, expected, rel=rel)
+
+
 def assert_close(name, actual, expected, rel=None, max_abs=None, mean_abs=None):
     """Compare to an upstream array and print the error next to its bound.
 

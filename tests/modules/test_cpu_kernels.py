@@ -8,6 +8,7 @@ import pytest
 
 import mindspore as ms
 
+from conftest import assert_kernel_in_inference_only
 from svd_ms import policy
 from svd_ms.modules import cpu_kernels, layers
 from svd_ms.modules.attention import GEGLU
@@ -305,19 +306,7 @@ def test_layer_norm_kernel_is_inference_only(monkeypatch):
     """Training runs MindSpore's LayerNorm (the gradients checked against upstream elsewhere);
     SVD_MS_LAYER_NORM=native turns the kernel off."""
     norm, x = _layer_norm((2, 9, 32), 1e-5)
-    expected = norm(ms.Tensor(x)).asnumpy()
-
-    def refuse(*args):
-        raise AssertionError("kernel used while training")
-    norm.kernel = refuse
-    norm.set_train(True)
-    trained = norm(ms.Tensor(x)).asnumpy()
-    norm.set_train(False)
-    with pytest.raises(AssertionError, match="kernel used"):
-        norm(ms.Tensor(x))
-    err = np.abs(trained - expected).max()
-    print(f"[parity] layer_norm training (MindSpore's) vs inference (kernel): max_abs={err:.2e} | bound <= 1e-5")
-    assert err <= 1e-5
+    assert_kernel_in_inference_only("layer_norm", norm, [x])
     monkeypatch.setenv("SVD_MS_LAYER_NORM", "native")
     assert layers.LayerNorm(8).kernel is None
 
@@ -383,19 +372,7 @@ def test_linear_kernel_is_inference_only(monkeypatch):
     """Training runs MatMul and BiasAdd (the gradients checked against upstream elsewhere);
     SVD_MS_LINEAR=native turns the kernel off."""
     layer, x = _linear((2, 9, 48), 24, True)
-    expected = layer(ms.Tensor(x)).asnumpy()
-
-    def refuse(*args):
-        raise AssertionError("kernel used while training")
-    layer.kernel = refuse
-    layer.set_train(True)
-    trained = layer(ms.Tensor(x)).asnumpy()
-    layer.set_train(False)
-    with pytest.raises(AssertionError, match="kernel used"):
-        layer(ms.Tensor(x))
-    err = np.abs(trained - expected).max()
-    print(f"[parity] linear training (MatMul + BiasAdd) vs inference (kernel): max_abs={err:.2e} | bound <= 1e-5")
-    assert err <= 1e-5
+    assert_kernel_in_inference_only("linear", layer, [x])
     monkeypatch.setenv("SVD_MS_LINEAR", "native")
     assert layers.Linear(4, 4).kernel is None
 
