@@ -28,6 +28,15 @@ def reference():
     return dict(np.load(path))
 
 
+def assert_within_scale_units(label, ours, truth, torch_f32, bound):
+    """max |ours - truth| <= bound units of float32 eps x max |truth| (the result's scale), with
+    PyTorch float32's own error (`torch_f32` against the same float64 `truth`) printed beside."""
+    unit = np.finfo(np.float32).eps * np.abs(truth).max()
+    err, torch_err = np.abs(ours - truth).max() / unit, np.abs(torch_f32 - truth).max() / unit
+    print(f"[parity] {label}: max error {err:.2f} units of its scale, torch float32 {torch_err:.2f} | bound <= {bound}")
+    assert err <= bound
+
+
 def assert_kernel_in_inference_only(name, layer, inputs, rel=1e-5):
     """`layer` (a cell holding a CPU kernel in `.kernel`) calls the kernel in inference and not in
     training, where its composed path gives the same values within `rel`."""

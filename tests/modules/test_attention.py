@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from mindspore import Tensor
 
-from conftest import assert_close, assert_kernel_in_inference_only
+from conftest import assert_close, assert_kernel_in_inference_only, assert_within_scale_units
 from svd_ms import policy
 from svd_ms.modules import attention
 from svd_ms.modules.attention import CrossAttention, scaled_dot_product_attention
@@ -141,13 +141,6 @@ def _torch_attention(q, k, v, heads, dtype, grad_of=None):
     return [t.grad.numpy() for t in ts]
 
 
-def _units(label, ours, truth, torch_f32, bound=KERNEL_ULPS):
-    unit = np.finfo(np.float32).eps * np.abs(truth).max()
-    err, torch_err = np.abs(ours - truth).max() / unit, np.abs(torch_f32 - truth).max() / unit
-    print(f"[parity] {label}: max error {err:.2f} units of its scale, torch float32 {torch_err:.2f} | bound <= {bound}")
-    assert err <= bound
-
-
 def _kernel(heads, head_dim):
     kernel, settings = attention.cpu_attention_kernel(heads, head_dim, "math")
     assert kernel is not None, "the CPU attention kernel is not built (python -m svd_ms.modules.cpu_kernels)"
@@ -168,8 +161,8 @@ def test_cpu_kernel_matches_torch(case, mode):
     if mode == "graph":
         run = ms.jit(run)
     ours = run(Tensor(q), Tensor(k), Tensor(v)).asnumpy()
-    _units(f"attention kernel {case} [{mode}]", ours, _torch_attention(q, k, v, heads, torch.float64),
-           _torch_attention(q, k, v, heads, torch.float32))
+    assert_within_scale_units(f"attention kernel {case} [{mode}]", ours, _torch_attention(q, k, v, heads, torch.float64),
+                              _torch_attention(q, k, v, heads, torch.float32), KERNEL_ULPS)
 
 
 @pytest.mark.parametrize("mode", ["pynative", "graph"])
@@ -190,7 +183,7 @@ def test_cpu_kernel_gradients_match_torch(mode):
     truth = _torch_attention(q, k, v, heads, torch.float64, grad_of=upstream)
     torch_f32 = _torch_attention(q, k, v, heads, torch.float32, grad_of=upstream)
     for name, a, t, f in zip("qkv", ours, truth, torch_f32):
-        _units(f"attention kernel gradient of {name} [{mode}]", a, t, f)
+        assert_within_scale_units(f"attention kernel gradient of {name} [{mode}]", a, t, f, KERNEL_ULPS)
 
 
 def test_layers_take_the_cpu_kernel_in_inference_only(monkeypatch):

@@ -8,7 +8,7 @@ import pytest
 
 import mindspore as ms
 
-from conftest import assert_kernel_in_inference_only
+from conftest import assert_kernel_in_inference_only, assert_within_scale_units
 from svd_ms import policy
 from svd_ms.modules import cpu_kernels, layers
 from svd_ms.modules.attention import GEGLU
@@ -46,11 +46,7 @@ def _gradients_within(label, grads, torch_grads):
     import torch
     for name, ours, truth, torch_f32 in zip(("x", "weight", "bias"), grads, torch_grads(torch.float64),
                                             torch_grads(torch.float32)):
-        unit = np.finfo(np.float32).eps * np.abs(truth).max()
-        err, torch_err = np.abs(ours - truth).max() / unit, np.abs(torch_f32 - truth).max() / unit
-        print(f"[parity] {label} gradient of {name}: max error {err:.2f} units of its scale, "
-              f"torch float32 {torch_err:.2f} | bound <= {GRADIENT_ULPS}")
-        assert err <= GRADIENT_ULPS
+        assert_within_scale_units(f"{label} gradient of {name}", ours, truth, torch_f32, GRADIENT_ULPS)
 
 
 def _run(mode, fn, *args):
@@ -187,11 +183,7 @@ def test_group_norm_kernel_matches_torch(case, mode):
     w, b = (torch.from_numpy(p.asnumpy()) for p in (norm.weight, norm.bias))
     truth = torch.nn.functional.group_norm(torch.from_numpy(x).double(), groups, w.double(), b.double(), eps).numpy()
     torch_f32 = torch.nn.functional.group_norm(torch.from_numpy(x), groups, w, b, eps).numpy()
-    unit = np.finfo(np.float32).eps * np.abs(truth).max()
-    err, torch_err = np.abs(ours - truth).max() / unit, np.abs(torch_f32 - truth).max() / unit
-    print(f"[parity] group_norm kernel {shape} g={groups} [{mode}]: max error {err:.2f} units of the output's "
-          f"scale, torch float32 {torch_err:.2f} | bound <= 4")
-    assert err <= 4
+    assert_within_scale_units(f"group_norm kernel {shape} g={groups} [{mode}]", ours, truth, torch_f32, 4)
 
 
 @pytest.mark.parametrize("mode", ["pynative", "graph"])
@@ -280,11 +272,7 @@ def test_layer_norm_kernel_matches_torch(case, mode):
     assert norm.kernel is not None
     ours = _run(mode, lambda t: norm(t).asnumpy(), ms.Tensor(x))
     truth, torch_f32 = _torch_layer_norm(norm, x, torch.float64), _torch_layer_norm(norm, x, torch.float32)
-    unit = np.finfo(np.float32).eps * np.abs(truth).max()
-    err, torch_err = np.abs(ours - truth).max() / unit, np.abs(torch_f32 - truth).max() / unit
-    print(f"[parity] layer_norm kernel {shape} [{mode}]: max error {err:.2f} units of the output's scale, "
-          f"torch float32 {torch_err:.2f} | bound <= 4")
-    assert err <= 4
+    assert_within_scale_units(f"layer_norm kernel {shape} [{mode}]", ours, truth, torch_f32, 4)
 
 
 @pytest.mark.parametrize("mode", ["pynative", "graph"])
@@ -347,11 +335,7 @@ def test_linear_kernel_matches_torch(case, mode):
     ours = _run(mode, lambda t: layer(t).asnumpy(), ms.Tensor(x))
     assert ours.shape == x.shape[:-1] + (case[1],)
     truth, torch_f32 = _torch_linear(layer, x, torch.float64), _torch_linear(layer, x, torch.float32)
-    unit = np.finfo(np.float32).eps * np.abs(truth).max()
-    err, torch_err = np.abs(ours - truth).max() / unit, np.abs(torch_f32 - truth).max() / unit
-    print(f"[parity] linear kernel {case} [{mode}]: max error {err:.2f} units of the output's scale, "
-          f"torch float32 {torch_err:.2f} | bound <= {ULPS}")
-    assert err <= ULPS
+    assert_within_scale_units(f"linear kernel {case} [{mode}]", ours, truth, torch_f32, ULPS)
 
 
 @pytest.mark.parametrize("mode", ["pynative", "graph"])
@@ -432,11 +416,8 @@ def test_conv_kernel_matches_torch(case, mode):
     truth = _torch_conv(conv, x, torch.float64)
     torch_f32 = _torch_conv(conv, x, torch.float32)
     assert ours.shape == truth.shape
-    unit = np.finfo(np.float32).eps * np.abs(truth).max()
-    err, torch_err = np.abs(ours - truth).max() / unit, np.abs(torch_f32 - truth).max() / unit
-    print(f"[parity] conv kernel {case[1]} -> {case[2]}, kernel {case[3]}, padding {case[4]} [{mode}]: max error "
-          f"{err:.2f} units of the output's scale, torch float32 {torch_err:.2f} | bound <= {ULPS}")
-    assert err <= ULPS
+    assert_within_scale_units(f"conv kernel {case[1]} -> {case[2]}, kernel {case[3]}, padding {case[4]} [{mode}]",
+                              ours, truth, torch_f32, ULPS)
 
 
 @pytest.mark.parametrize("mode", ["pynative", "graph"])
