@@ -294,13 +294,14 @@ class Conv2d(_ConvNd):
         return self._add_bias(y, dtype)
 
 
-# Where the CPU convolution kernel (cpu_kernels/conv2d.cc) is not slower than MindSpore's Conv2D: its GEMMs
-# need enough columns to pay for gathering blocks and reordering the weight. Per call, kernel
-# against Conv2D (PyNative, 2 cores; docs/performance.md): 3x3 and 1x1 convolutions 0.35-1.00x the time
-# from 16 K output positions over the batch, 1.1-3.3x below; (3, 1, 1) temporal ones 0.47-0.88x
-# from 256 positions per frame, 0.88-1.9x below (MindSpore's (3, 1) Conv2D is slower still).
-CONV_KERNEL_MIN_WORK = 1 << 14
-TEMPORAL_KERNEL_MIN_POSITIONS = 256
+# Where the CPU convolution kernel (cpu_kernels/conv2d.cc) is not slower than MindSpore's Conv2D: it
+# reorders the weight into oneDNN's blocked layout on every call, which a few output positions do
+# not pay for. Per call, kernel against Conv2D (PyNative, 2 cores, machine C; docs/performance.md):
+# 3x3 convolutions 0.60-0.84x the time from 512 output positions over the batch (8x640x8x8:
+# 0.84x; 8x320x16x16: 0.74x), 1.2-2.5x below (8x1280x4x4: 2.45x); (3, 1, 1) temporal ones
+# 0.62-1.00x at every size measured (4 to 16 K positions per frame).
+CONV_KERNEL_MIN_WORK = 512
+TEMPORAL_KERNEL_MIN_POSITIONS = 1
 
 
 class Conv3d(_ConvNd):

@@ -69,12 +69,15 @@ def test_the_install_step_built_the_kernels_for_this_host():
 
 def test_an_edited_source_is_not_served_by_an_older_build(tmp_path, monkeypatch):
     before = cpu_kernels.library_path()
-    for source in cpu_kernels.sources():
+    for source in cpu_kernels.sources() + cpu_kernels.headers():
         (tmp_path / source.name).write_text(source.read_text())
     monkeypatch.setattr(cpu_kernels, "SOURCE_DIR", tmp_path)
     assert cpu_kernels.library_path() == before
     (tmp_path / "group_norm.cc").write_text((tmp_path / "group_norm.cc").read_text() + "\n// edited\n")
-    assert cpu_kernels.library_path() != before
+    edited_source = cpu_kernels.library_path()
+    assert edited_source != before
+    (tmp_path / "onednn.h").write_text((tmp_path / "onednn.h").read_text() + "\n// edited\n")
+    assert cpu_kernels.library_path() not in (before, edited_source)
 
 
 @pytest.mark.parametrize("mode", ["pynative", "graph"])
@@ -471,9 +474,12 @@ def test_conv_kernel_is_inference_only_and_sized(monkeypatch):
         layer.compute_dtype = ms.float32
         with pytest.raises(AssertionError, match="kernel used"):
             layer(ms.Tensor(data))
-    assert np.isfinite(conv(ms.Tensor(x[:, :, :64, :64])).asnumpy()).all()  # 4 K positions: Conv2D
+    assert np.isfinite(conv(ms.Tensor(x[:, :, :16, :16])).asnumpy()).all()  # 256 positions: Conv2D
+    with pytest.raises(AssertionError, match="kernel used"):
+        conv(ms.Tensor(x[:, :, :32, :32]))  # 1 K positions: the kernel
     assert np.isfinite(conv.conv2d(ms.Tensor(x), extra_pad=(0, 1, 0, 1)).asnumpy()).all()
-    assert np.isfinite(temporal(ms.Tensor(video[:, :, :, :8, :8])).asnumpy()).all()  # 64 positions: Conv2D
+    with pytest.raises(AssertionError, match="kernel used"):
+        temporal(ms.Tensor(video[:, :, :, :2, :2]))  # temporal ones take the kernel at any size
     assert layers.Conv2d(4, 4, 3, stride=2, padding=1).kernel is None
     assert layers.Conv3d(4, 4, (3, 3, 3), padding=1).kernel is None
     monkeypatch.setenv("SVD_MS_CONV_KERNEL", "native")

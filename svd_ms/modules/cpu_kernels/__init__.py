@@ -5,8 +5,10 @@
 `exact_gelu.cc`: the exact (erf) GELU, and the gated GELU of GEGLU (value * gelu(gate) from the
 projection's two halves in one pass); `group_norm.cc` and `layer_norm.cc`: GroupNorm's and
 LayerNorm's forward passes;
-`conv2d.cc`: stride-1 convolutions (3x3, and the (K, 1) form of temporal ones) as one GEMM per tap
-over gathered blocks, through the oneDNN library MindSpore ships (linked by its path);
+`conv2d.cc`: stride-1 convolutions (3x3, and the (K, 1) form of temporal ones) through oneDNN's
+direct convolutions on channel-blocked data, in the kernels' own instance of the oneDNN library
+MindSpore ships (`onednn.h`: a copy beside the kernel library, PRIVATE_ONEDNN, so that the
+policy's ISA cap on MindSpore's instance does not hold them back);
 `attention.cc`: multi-head attention reading each head where it lies in (B, N, heads * d), two
 GEMMs around a row softmax per block of queries. All sources go into one library. Where to use it is the
 device policy's decision (`policy.cpu_gelu_kernel` and its neighbours); without a built library
@@ -28,6 +30,7 @@ from mindspore import ops
 SOURCE_DIR = Path(__file__).parent
 BUILD_DIR = SOURCE_DIR / "build"
 LIBRARY_STEM = "libsvd_ms_cpu_kernels"
+PRIVATE_ONEDNN = "libsvd_ms_onednn.so"  # the name onednn.h loads
 INV_SQRT2 = 0.7071067811865476
 INV_SQRT_2PI = 0.3989422804014327
 
@@ -58,25 +61,44 @@ def mindspore_onednn() -> Path:
 
 
 def link_flags(onednn: Path) -> List[str]:
-    return [f"-L{onednn.parent}", f"-l:{onednn.name}", f"-Wl,-rpath,{onednn.parent}", "-lpthread", "-lm"]
+    return [f"-L{onednn.parent}", f"-l:{onednn.name}", f"-Wl,-rpath,{onednn.parent}", "-lpthread", "-ldl", "-lm"]
 
 
 def sources() -> List[Path]:
     return sorted(SOURCE_DIR.glob("*.cc"))
 
 
+def headers() -> List[Path]:
+    return sorted(SOURCE_DIR.glob("*.h"))
+
+
 def library_path(isa: Optional[str] = None) -> Path:
     isa = isa or host_isa()
     digest = hashlib.sha256()
-    for source in sources():
+    for source in sources() + headers():
         digest.update(source.name.encode() + b"\0" + source.read_bytes())
     digest.update(" ".join(compile_flags(isa) + link_flags(mindspore_onednn())).encode())
     return BUILD_DIR / f"{LIBRARY_STEM}-{isa}-{digest.hexdigest()[:12]}.so"
 
 
+def place_private_onednn() -> Path:
+    """Copy MindSpore's oneDNN library beside the kernels (a no-op when the copy is current): the
+    kernels load it as an instance of their own (onednn.h)."""
+    source, target = mindspore_onednn(), BUILD_DIR / PRIVATE_ONEDNN
+    current = target.exists() and target.stat().st_size == source.stat().st_size \
+        and target.stat().st_mtime == source.stat().st_mtime
+    if not current:
+        BUILD_DIR.mkdir(exist_ok=True)
+        partial = target.with_suffix(f".{os.getpid()}.tmp")
+        shutil.copy2(source, partial)
+        os.replace(partial, target)  # a process that loaded the old copy keeps it
+    return target
+
+
 def build(compiler: Optional[str] = None) -> Path:
     """Compile the library for this host (a no-op when it exists). Raises RuntimeError, one line."""
     target = library_path()
+    place_private_onednn()
     if target.exists():
         return target
     compiler = compiler or os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
