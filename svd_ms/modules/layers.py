@@ -22,7 +22,7 @@ from mindspore.common.initializer import initializer
 from .. import policy
 from ..errors import ConfigError
 from .composed_kernels import group_norm_composed
-from .cpu_kernels import conv2d_op, exact_gelu_op, group_norm_op, layer_norm_op, linear_op
+from .cpu_kernels import conv2d_op, exact_gelu_op, group_norm_op, group_norm_settings, layer_norm_op, linear_op
 
 # Largest im2col buffer (bytes) the matmul convolution builds at once; bigger inputs are
 # processed in batch chunks, and single images in chunks of output rows.
@@ -366,7 +366,8 @@ class GroupNorm(nn.Cell):
     training, the project's CPU kernel where `policy.cpu_group_norm_kernel()` says so and it is
     built; otherwise the backend's kernel or the vectorised composition, as
     `policy.composed_group_norm()` says, the latter for inputs of COMPOSED_GROUP_NORM_MIN_SIZE
-    values or more (all decided when the layer is built)."""
+    values or more (all decided when the layer is built). `then_silu` is SiLU(GroupNorm(x)), the
+    residual blocks' order, in one pass where the kernel runs on float32."""
 
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True):
         super().__init__()
@@ -381,20 +382,34 @@ class GroupNorm(nn.Cell):
         self.bias = Parameter(initializer("zeros", (num_channels,), ms.float32), name="bias")
         self.composed = policy.composed_group_norm()
         self.normalise = ops.BatchNorm(is_training=False, epsilon=eps)
-        self.kernel = group_norm_op(num_groups, eps) if policy.cpu_group_norm_kernel() else None
-        self.kernel_settings = Tensor(np.array([num_groups, eps], np.float32))
+        self.kernel = self.kernel_then_silu = None
+        if policy.cpu_group_norm_kernel():
+            from ..runtime.threads import kernel_threads
+            self.kernel = group_norm_op(num_groups, eps)
+            self.kernel_then_silu = group_norm_op(num_groups, eps, silu=True)
+            self.kernel_settings = Tensor(group_norm_settings(num_groups, eps, False, kernel_threads()))
+            self.kernel_then_silu_settings = Tensor(group_norm_settings(num_groups, eps, True, kernel_threads()))
 
     def construct(self, x):
+        return self._normalised(x, False)
+
+    def then_silu(self, x):
+        return self._normalised(x, True)
+
+    def _normalised(self, x, silu: bool):
         in_dtype = x.dtype
         x = ops.cast(x, ms.float32)
         if self.kernel is not None and not self.training:
-            h = self.kernel(x, ops.cast(self.weight, ms.float32), ops.cast(self.bias, ms.float32),
-                            self.kernel_settings)
+            weight, bias = ops.cast(self.weight, ms.float32), ops.cast(self.bias, ms.float32)
+            if silu and in_dtype == ms.float32:
+                return self.kernel_then_silu(x, weight, bias, self.kernel_then_silu_settings)
+            h = self.kernel(x, weight, bias, self.kernel_settings)
         elif self.composed and _count(x.shape) >= COMPOSED_GROUP_NORM_MIN_SIZE:
             h = group_norm_composed(x, self.num_groups, self.weight, self.bias, self.eps, self.normalise)
         else:
             h = mint.nn.functional.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
-        return ops.cast(h, in_dtype)
+        h = ops.cast(h, in_dtype)
+        return ops.silu(h) if silu else h
 
 
 class LayerNorm(nn.Cell):

@@ -212,6 +212,67 @@ def test_group_norm_kernel_gradients_match_torch(mode):
     _gradients_within(f"group_norm kernel [{mode}]", grads, torch_grads)
 
 
+def _torch_group_norm_silu(x, groups, norm, eps, dtype):
+    import torch
+    w, b = (torch.from_numpy(p.asnumpy()).to(dtype) for p in (norm.weight, norm.bias))
+    return torch.nn.functional.silu(torch.nn.functional.group_norm(torch.from_numpy(x).to(dtype), groups, w, b, eps))
+
+
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
+@pytest.mark.parametrize("case", NORM_CASES, ids=[str(c[0]) for c in NORM_CASES])
+def test_group_norm_then_silu_kernel_matches_torch(case, mode):
+    """SiLU(GroupNorm(x)) in the kernel's one pass (the last case is large enough to be split over
+    threads), against PyTorch's two operators in float64."""
+    import torch
+    shape, groups, eps = case
+    norm, x = _group_norm(shape, groups, eps)
+    assert norm.kernel_then_silu is not None
+    ours = _run(mode, lambda t: norm.then_silu(t).asnumpy(), ms.Tensor(x))
+    truth = _torch_group_norm_silu(x, groups, norm, eps, torch.float64).numpy()
+    torch_f32 = _torch_group_norm_silu(x, groups, norm, eps, torch.float32).numpy()
+    assert_within_scale_units(f"group_norm then silu kernel {shape} g={groups} [{mode}]", ours, truth, torch_f32, 8)
+
+
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
+def test_group_norm_then_silu_kernel_gradients_match_torch(mode):
+    import torch
+    shape, groups, eps = (2, 64, 6, 5), 32, 1e-5
+    norm, x = _group_norm(shape, groups, eps)
+    upstream = np.random.default_rng(7).standard_normal(shape).astype(np.float32)
+    op = cpu_kernels.group_norm_op(groups, eps, silu=True)
+
+    def loss(t, w, b):
+        return (op(t, w, b, norm.kernel_then_silu_settings) * ms.Tensor(upstream)).sum()
+    grads = _run(mode, lambda *a: [g.asnumpy() for g in ms.grad(loss, grad_position=(0, 1, 2))(*a)],
+                 ms.Tensor(x), norm.weight.value(), norm.bias.value())
+
+    def torch_grads(dtype):
+        t, w, b = (torch.from_numpy(a).to(dtype).requires_grad_(True)
+                   for a in (x, norm.weight.asnumpy(), norm.bias.asnumpy()))
+        y = torch.nn.functional.silu(torch.nn.functional.group_norm(t, groups, w, b, eps))
+        (y * torch.from_numpy(upstream).to(dtype)).sum().backward()
+        return [a.grad.numpy() for a in (t, w, b)]
+    _gradients_within(f"group_norm then silu kernel [{mode}]", grads, torch_grads)
+
+
+def test_group_norm_then_silu_outside_the_kernel():
+    """Training, and float16 inputs, apply SiLU after the norm as separate operators."""
+    import torch
+    norm, x = _group_norm((2, 64, 6, 5), 32, 1e-5)
+
+    def refuse(*args):
+        raise AssertionError("kernel used")
+    norm.kernel = norm.kernel_then_silu = refuse
+    norm.set_train(True)
+    trained = norm.then_silu(ms.Tensor(x)).asnumpy()
+    truth = _torch_group_norm_silu(x, 32, norm, 1e-5, torch.float64).numpy()
+    assert_within_scale_units("group_norm then silu, training (composed)", trained, truth,
+                              _torch_group_norm_silu(x, 32, norm, 1e-5, torch.float32).numpy(), 8)
+    norm, x = _group_norm((2, 64, 6, 5), 32, 1e-5)
+    half = norm.then_silu(ms.Tensor(x.astype(np.float16)))
+    assert half.dtype == ms.float16
+
+
 def test_group_norm_kernel_is_inference_only(monkeypatch):
     """Training takes the composition (its gradients are the ones checked against upstream in
     tests/modules/diffusionmodules/test_loss.py), and float16 inputs go through it in float32 and come back float16."""

@@ -3,8 +3,8 @@
 `ops.Custom(func_type="aot")`.
 
 `exact_gelu.cc`: the exact (erf) GELU, and the gated GELU of GEGLU (value * gelu(gate) from the
-projection's two halves in one pass); `group_norm.cc` and `layer_norm.cc`: GroupNorm's and
-LayerNorm's forward passes;
+projection's two halves in one pass); `group_norm.cc` and `layer_norm.cc`: GroupNorm's (with the
+SiLU that follows it in the residual blocks, optionally) and LayerNorm's forward passes;
 `conv2d.cc`: stride-1 convolutions (3x3, and the (K, 1) form of temporal ones) through oneDNN's
 direct convolutions on channel-blocked data, in the kernels' own instance of the oneDNN library
 MindSpore ships (`onednn.h`: a copy beside the kernel library, PRIVATE_ONEDNN, so that the
@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+import numpy as np
 from mindspore import ops
 
 SOURCE_DIR = Path(__file__).parent
@@ -176,16 +177,22 @@ def gated_gelu_op():
                       func_type="aot", bprop=_gated_gelu_bprop)
 
 
-def _group_norm_bprop(groups: int, eps: float):
+def _group_norm_bprop(groups: int, eps: float, silu: bool):
     """GroupNorm's gradients in composed operators: with n = (x - mean) / std per group and g =
     dout * weight, dx = (g - mean(g) - n * mean(g * n)) / std over each group; dweight and dbias
-    sum dout * n and dout over samples and positions."""
+    sum dout * n and dout over samples and positions. After SiLU, dout first takes SiLU's slope at
+    the normalised output a: s + a s (1 - s), s = sigmoid(a)."""
     def bprop(x, weight, bias, settings, out, dout):
         samples, channels = x.shape[0], x.shape[1]
         rows = x.reshape(samples, groups, -1)
         centred = rows - rows.mean(axis=-1, keep_dims=True)
         inv_std = ops.rsqrt((centred * centred).mean(axis=-1, keep_dims=True) + eps)
         normalised = centred * inv_std
+        if silu:
+            affine_shape = (1, channels) + (1,) * (x.ndim - 2)
+            a = normalised.reshape(x.shape) * weight.reshape(affine_shape) + bias.reshape(affine_shape)
+            s = ops.sigmoid(a)
+            dout = dout * (s + a * s * (1 - s))
         upstream = dout.reshape(samples, channels, -1)
         dweight = (upstream * normalised.reshape(samples, channels, -1)).sum(axis=(0, 2))
         dbias = upstream.sum(axis=(0, 2))
@@ -197,14 +204,20 @@ def _group_norm_bprop(groups: int, eps: float):
 
 
 @functools.lru_cache(maxsize=None)
-def group_norm_op(groups: int, eps: float):
-    """(x (N, C, *), weight (C), bias (C), [groups, eps]) -> GroupNorm(x) on float32 for these
-    groups and eps (the backward needs them as constants), or None as exact_gelu_op."""
+def group_norm_op(groups: int, eps: float, silu: bool = False):
+    """(x (N, C, *), weight (C), bias (C), [groups, eps, silu, threads]) -> GroupNorm(x), or
+    SiLU(GroupNorm(x)) with `silu`, on float32 for these groups and eps (the backward needs them
+    as constants, and the settings' silu must agree), or None as exact_gelu_op."""
     path = _library()
     if path is None:
         return None
     return ops.Custom(f"{path}:GroupNormFloat32", out_shape=lambda x, *_: x, out_dtype=lambda x, *_: x,
-                      func_type="aot", bprop=_group_norm_bprop(int(groups), float(eps)))
+                      func_type="aot", bprop=_group_norm_bprop(int(groups), float(eps), bool(silu)))
+
+
+def group_norm_settings(groups: int, eps: float, silu: bool, threads: int) -> np.ndarray:
+    """group_norm_op's settings operand."""
+    return np.array([groups, eps, 1.0 if silu else 0.0, threads], np.float32)
 
 
 def _conv2d_grads(x, weight, dout, pad_h: int, pad_w: int):

@@ -6,7 +6,7 @@
 // scales, casts, multiplies, takes the softmax, multiplies again and copies the heads back: about
 // ten launches and four copies of the largest tensors per call. Here the heads are read where
 // they lie: for head h the rows of q, k and v are heads * dim floats apart, which is a GEMM's
-// leading dimension, so each (sample, head, block of queries) is two `dnnl_sgemm` calls around
+// leading dimension, so each (sample, head, block of queries) is two oneDNN GEMM calls around
 // a row softmax, writing straight into the output's own head columns. The scores of a block of
 // queries stay in a small buffer; the (tokens x tokens) matrix is never whole in memory.
 #include <algorithm>
@@ -17,9 +17,9 @@
 #include <thread>
 #include <vector>
 
+#include "onednn.h"
+
 extern "C" {
-int dnnl_sgemm(char transa, char transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
-               const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
 // glibc's own declaration carries no SIMD variant unless __FAST_MATH__ is defined (see exact_gelu.cc).
 #pragma omp declare simd notinbranch
 float expf(float) noexcept;
@@ -73,10 +73,10 @@ int run_task(const Attention &a, int64_t task, std::vector<float> &scores) {
   const float *v = a.v + sample * a.keys * a.width + column;
   float *out = a.out + (sample * a.queries + first) * a.width + column;
   scores.resize(rows * a.keys);
-  int status = dnnl_sgemm('N', 'T', rows, a.keys, a.dim, a.scale, q, a.width, k, a.width, 0.0f, scores.data(), a.keys);
+  int status = onednn::sgemm('N', 'T', rows, a.keys, a.dim, a.scale, q, a.width, k, a.width, 0.0f, scores.data(), a.keys);
   if (status != 0) return 10 + status;
   softmax_rows(scores.data(), rows, a.keys);
-  status = dnnl_sgemm('N', 'N', rows, a.dim, a.keys, 1.0f, scores.data(), a.keys, v, a.width, 0.0f, out, a.width);
+  status = onednn::sgemm('N', 'N', rows, a.dim, a.keys, 1.0f, scores.data(), a.keys, v, a.width, 0.0f, out, a.width);
   return status == 0 ? 0 : 10 + status;
 }
 

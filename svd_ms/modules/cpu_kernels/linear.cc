@@ -6,7 +6,7 @@
 // operator reads it, and a UNet step of the video model runs 464 linear layers. Here the tokens
 // are rows as they lie in memory, and the bias is the GEMM's C operand (beta = 1), which oneDNN
 // adds once to each finished dot product: one launch, no copies. The GEMM is oneDNN's
-// `dnnl_sgemm` (as conv2d.cc); rows, or output columns when there are few rows, are split over
+// single-precision GEMM (onednn.h); rows, or output columns when there are few rows, are split over
 // threads: whichever keeps each thread off the other's share of the larger operand (the weight of
 // a (128 x 1280) @ (1280 x 10240) projection is 52 MB and read once in all).
 #include <algorithm>
@@ -15,8 +15,7 @@
 #include <thread>
 #include <vector>
 
-extern "C" int dnnl_sgemm(char transa, char transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
-                          int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+#include "onednn.h"
 
 namespace {
 
@@ -30,8 +29,8 @@ int run_part(const float *x, const float *weight, const float *bias, float *y, i
              int64_t row0, int64_t row1, int64_t col0, int64_t col1) {
   if (row1 <= row0 || col1 <= col0) return 0;
   for (int64_t r = row0; r < row1; ++r) std::memcpy(y + r * outs + col0, bias + col0, (col1 - col0) * sizeof(float));
-  // dnnl_sgemm is row-major: y[rows, cols] = x[rows, :] W[cols, :]^T + y (the bias written above).
-  const int status = dnnl_sgemm('N', 'T', row1 - row0, col1 - col0, width, 1.0f, x + row0 * width, width,
+  // oneDNN's GEMM is row-major: y[rows, cols] = x[rows, :] W[cols, :]^T + y (the bias written above).
+  const int status = onednn::sgemm('N', 'T', row1 - row0, col1 - col0, width, 1.0f, x + row0 * width, width,
                                 weight + col0 * width, width, 1.0f, y + row0 * outs + col0, outs);
   return status == 0 ? 0 : 10 + status;
 }

@@ -66,10 +66,10 @@ class ResnetBlock(nn.Cell):
         return self.residual(x, temb)
 
     def residual(self, x, temb):
-        h = self.conv1(nonlinearity(self.norm1(x)))
+        h = self.conv1(self.norm1.then_silu(x))
         if temb is not None and self.temb_proj is not None:
             h = h + self.temb_proj(nonlinearity(temb))[:, :, None, None]
-        h = self.conv2(nonlinearity(self.norm2(h)))
+        h = self.conv2(self.norm2.then_silu(h))
         if self.conv_shortcut is not None:
             x = self.conv_shortcut(x)
         elif self.nin_shortcut is not None:
@@ -168,7 +168,7 @@ class Encoder(nn.Cell):
         h = self.mid.block_1(h)
         h = self.mid.attn_1(h)
         h = self.mid.block_2(h)
-        return self.conv_out(nonlinearity(self.norm_out(h)))
+        return self.conv_out(self.norm_out.then_silu(h))
 
 
 class Decoder(nn.Cell):
@@ -247,7 +247,7 @@ class Decoder(nn.Cell):
                 h = level.upsample(h)
         if self.give_pre_end:
             return h
-        h = nonlinearity(self.norm_out(h))
+        h = self.norm_out.then_silu(h)
         if self.conv_out_takes_timesteps:
             h = self.conv_out(h, timesteps)
         else:

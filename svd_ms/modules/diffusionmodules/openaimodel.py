@@ -125,17 +125,18 @@ class ResBlock(nn.Cell):
         return self.residual(x, emb)
 
     def residual(self, x, emb):
+        # in_layers and out_layers are (GroupNorm, SiLU, ...) as upstream names their parameters;
+        # the norm applies the SiLU itself (GroupNorm.then_silu: one pass with the CPU kernel).
         if self.updown:
-            h = self.in_layers[0](x)
-            h = self.in_layers[1](h)
+            h = self.in_layers[0].then_silu(x)
             h = self.h_upd(h)
             x = self.x_upd(x)
             h = self.in_layers[2](h)
         else:
-            h = self.in_layers(x)
+            h = self.in_layers[2](self.in_layers[0].then_silu(x))
 
         if self.skip_t_emb:
-            h = self.out_layers(h)
+            h = self.out_layers[3](self.out_layers[0].then_silu(h))
         else:
             emb_out = ops.cast(self.emb_layers(emb), h.dtype)
             emb_out = emb_out.reshape(emb_out.shape + (1,) * (h.ndim - emb_out.ndim))
@@ -148,7 +149,7 @@ class ResBlock(nn.Cell):
                 h = self.out_layers[1](h)
                 h = self.out_layers[3](h)
             else:
-                h = self.out_layers(h + emb_out)
+                h = self.out_layers[3](self.out_layers[0].then_silu(h + emb_out))
         return self.skip_connection(x) + h
 
 
