@@ -80,6 +80,7 @@ struct Api {
   int (*memory_desc_create_with_string_tag)(dnnl_memory_desc_t *, int ndims, const dnnl_dims_t dims,
                                             int data_type, const char *tag);
   int (*memory_desc_equal)(const_dnnl_memory_desc_t, const_dnnl_memory_desc_t);
+  size_t (*memory_desc_get_size)(const_dnnl_memory_desc_t);
   int (*memory_desc_destroy)(dnnl_memory_desc_t);
   int (*memory_create)(dnnl_memory_t *, const_dnnl_memory_desc_t, dnnl_engine_t, void *handle);
   int (*memory_destroy)(dnnl_memory_t);
@@ -122,6 +123,7 @@ inline bool resolve(void *handle, Api &api) {
   take(api.memory_desc_create_with_tag, "dnnl_memory_desc_create_with_tag");
   take(api.memory_desc_create_with_string_tag, "dnnl_memory_desc_create_with_string_tag");
   take(api.memory_desc_equal, "dnnl_memory_desc_equal");
+  take(api.memory_desc_get_size, "dnnl_memory_desc_get_size");
   take(api.memory_desc_destroy, "dnnl_memory_desc_destroy");
   take(api.memory_create, "dnnl_memory_create");
   take(api.memory_destroy, "dnnl_memory_destroy");
