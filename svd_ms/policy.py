@@ -131,7 +131,9 @@ def cpu_kernel_isa_cap() -> Optional[str]:
     oneDNN's own choice. On an x86 host with AVX-512, MindSpore 2.10's oneDNN convolutions fall to
     a path of about 1.7 GFLOP/s (a 4x512x16x16 3x3 convolution: 2.8 s; capped at AVX2: 0.02 s),
     which costs far more than the matmuls lose by the cap (~390 -> ~220 GFLOP/s). Setting
-    ONEDNN_MAX_CPU_ISA yourself overrides this. Measured: README "Performance"."""
+    ONEDNN_MAX_CPU_ISA yourself overrides this. The project's CPU kernels run in their own instance
+    of the library (cpu_kernels/onednn.h), which the cap does not reach. Measured: README
+    "Performance"."""
     if device_target() != "CPU" or platform.machine().lower() not in ("x86_64", "amd64"):
         return None
     return "AVX2"
@@ -268,11 +270,12 @@ def cpu_group_norm_kernel(device: Optional[str] = None) -> bool:
 
 def cpu_conv_kernel(device: Optional[str] = None) -> bool:
     """Stride-1 float32 convolutions through the project's ahead-of-time CPU kernel (svd_ms/modules/
-    cpu_kernels/conv2d.cc: one GEMM per tap over gathered blocks, no im2col copy) instead of
-    MindSpore's Conv2D, where the layer's size rules say it wins (layers.CONV_KERNEL_MIN_WORK,
-    TEMPORAL_KERNEL_MIN_POSITIONS): a 4x128 temporal VAE decode's convolutions took 5.2 s against
-    PyTorch's 3.4 s (docs/performance.md). Ascend and GPU keep their kernels.
-    SVD_MS_CONV_KERNEL=kernel|native forces one."""
+    cpu_kernels/conv2d.cc: oneDNN's direct convolutions on channel-blocked data, in the kernels' own
+    uncapped instance of MindSpore's oneDNN) instead of MindSpore's Conv2D, where the layer's size
+    rules say it wins (layers.CONV_KERNEL_MIN_WORK, TEMPORAL_KERNEL_MIN_POSITIONS): in a 4x128
+    temporal VAE decode, 3.64 s of convolution against PyTorch's 3.61 s in its own decode
+    (docs/performance.md). Ascend and GPU keep their kernels. SVD_MS_CONV_KERNEL=kernel|native
+    forces one."""
     return _switch_on_cpu("SVD_MS_CONV_KERNEL", ("kernel", "native"), "kernel", device)
 
 

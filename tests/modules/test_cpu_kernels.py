@@ -189,29 +189,6 @@ def test_group_norm_kernel_matches_torch(case, mode):
     assert_within_scale_units(f"group_norm kernel {shape} g={groups} [{mode}]", ours, truth, torch_f32, 4)
 
 
-@pytest.mark.parametrize("mode", ["pynative", "graph"])
-def test_group_norm_kernel_gradients_match_torch(mode):
-    """Gradients through the kernel (a model in inference mode differentiated, as the LoRA and
-    loss tests do) for x, weight and bias, against PyTorch in float64."""
-    import torch
-    shape, groups, eps = (2, 64, 6, 5), 32, 1e-5
-    norm, x = _group_norm(shape, groups, eps)
-    upstream = np.random.default_rng(7).standard_normal(shape).astype(np.float32)
-    op = cpu_kernels.group_norm_op(groups, eps)
-
-    def loss(t, w, b):
-        return (op(t, w, b, norm.kernel_settings) * ms.Tensor(upstream)).sum()
-    grads = _run(mode, lambda *a: [g.asnumpy() for g in ms.grad(loss, grad_position=(0, 1, 2))(*a)],
-                 ms.Tensor(x), norm.weight.value(), norm.bias.value())
-
-    def torch_grads(dtype):
-        t, w, b = (torch.from_numpy(a).to(dtype).requires_grad_(True)
-                   for a in (x, norm.weight.asnumpy(), norm.bias.asnumpy()))
-        (torch.nn.functional.group_norm(t, groups, w, b, eps) * torch.from_numpy(upstream).to(dtype)).sum().backward()
-        return [a.grad.numpy() for a in (t, w, b)]
-    _gradients_within(f"group_norm kernel [{mode}]", grads, torch_grads)
-
-
 def _torch_group_norm_silu(x, groups, norm, eps, dtype):
     import torch
     w, b = (torch.from_numpy(p.asnumpy()).to(dtype) for p in (norm.weight, norm.bias))
@@ -234,25 +211,31 @@ def test_group_norm_then_silu_kernel_matches_torch(case, mode):
 
 
 @pytest.mark.parametrize("mode", ["pynative", "graph"])
-def test_group_norm_then_silu_kernel_gradients_match_torch(mode):
+@pytest.mark.parametrize("then_silu", [False, True], ids=["group_norm", "group_norm then silu"])
+def test_group_norm_kernel_gradients_match_torch(then_silu, mode):
+    """Gradients through the kernel (a model in inference mode differentiated, as the LoRA and
+    loss tests do) for x, weight and bias, against PyTorch in float64."""
     import torch
     shape, groups, eps = (2, 64, 6, 5), 32, 1e-5
     norm, x = _group_norm(shape, groups, eps)
     upstream = np.random.default_rng(7).standard_normal(shape).astype(np.float32)
-    op = cpu_kernels.group_norm_op(groups, eps, silu=True)
+    op = cpu_kernels.group_norm_op(groups, eps, silu=then_silu)
+    settings = norm.kernel_then_silu_settings if then_silu else norm.kernel_settings
 
     def loss(t, w, b):
-        return (op(t, w, b, norm.kernel_then_silu_settings) * ms.Tensor(upstream)).sum()
+        return (op(t, w, b, settings) * ms.Tensor(upstream)).sum()
     grads = _run(mode, lambda *a: [g.asnumpy() for g in ms.grad(loss, grad_position=(0, 1, 2))(*a)],
                  ms.Tensor(x), norm.weight.value(), norm.bias.value())
 
     def torch_grads(dtype):
         t, w, b = (torch.from_numpy(a).to(dtype).requires_grad_(True)
                    for a in (x, norm.weight.asnumpy(), norm.bias.asnumpy()))
-        y = torch.nn.functional.silu(torch.nn.functional.group_norm(t, groups, w, b, eps))
+        y = torch.nn.functional.group_norm(t, groups, w, b, eps)
+        y = torch.nn.functional.silu(y) if then_silu else y
         (y * torch.from_numpy(upstream).to(dtype)).sum().backward()
         return [a.grad.numpy() for a in (t, w, b)]
-    _gradients_within(f"group_norm then silu kernel [{mode}]", grads, torch_grads)
+    what = "group_norm then silu" if then_silu else "group_norm"
+    _gradients_within(f"{what} kernel [{mode}]", grads, torch_grads)
 
 
 def test_group_norm_then_silu_outside_the_kernel():
