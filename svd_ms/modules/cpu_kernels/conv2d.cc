@@ -157,7 +157,9 @@ struct Scope {
     dnnl_dims_t d{};
     std::copy(dims, dims + ndims, d);
     dnnl_memory_desc_t md = nullptr;
-    if (api()->memory_desc_create_with_string_tag(&md, ndims, d, kFloat32, tag) != kSuccess) return nullptr;
+    if (api()->memory_desc_create_with_string_tag == nullptr ||
+        api()->memory_desc_create_with_string_tag(&md, ndims, d, kFloat32, tag) != kSuccess)
+      return nullptr;
     descs.push_back(md);
     return md;
   }

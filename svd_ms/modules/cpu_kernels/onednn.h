@@ -76,7 +76,8 @@ struct Api {
                                          const dnnl_dims_t strides);
   int (*memory_desc_create_with_tag)(dnnl_memory_desc_t *, int ndims, const dnnl_dims_t dims, int data_type,
                                      int tag);
-  // Exported beside the public API (the library's own tools use it): a layout by its name, "aBcd8b".
+  // Exported beside the public API (the library's own tools use it): a layout by its name,
+  // "aBcd8b"; nullptr where the library lacks it.
   int (*memory_desc_create_with_string_tag)(dnnl_memory_desc_t *, int ndims, const dnnl_dims_t dims,
                                             int data_type, const char *tag);
   int (*memory_desc_equal)(const_dnnl_memory_desc_t, const_dnnl_memory_desc_t);
@@ -121,7 +122,6 @@ inline bool resolve(void *handle, Api &api) {
   take(api.stream_destroy, "dnnl_stream_destroy");
   take(api.memory_desc_create_with_strides, "dnnl_memory_desc_create_with_strides");
   take(api.memory_desc_create_with_tag, "dnnl_memory_desc_create_with_tag");
-  take(api.memory_desc_create_with_string_tag, "dnnl_memory_desc_create_with_string_tag");
   take(api.memory_desc_equal, "dnnl_memory_desc_equal");
   take(api.memory_desc_get_size, "dnnl_memory_desc_get_size");
   take(api.memory_desc_destroy, "dnnl_memory_desc_destroy");
@@ -138,6 +138,9 @@ inline bool resolve(void *handle, Api &api) {
   take(api.sgemm, "dnnl_sgemm");
   take(api.set_max_cpu_isa, "dnnl_set_max_cpu_isa");
   take(api.get_effective_cpu_isa, "dnnl_get_effective_cpu_isa");
+  // Outside the public API, so not required: without it the convolutions take oneDNN's layouts.
+  api.memory_desc_create_with_string_tag = reinterpret_cast<decltype(api.memory_desc_create_with_string_tag)>(
+      dlsym(handle, "dnnl_memory_desc_create_with_string_tag"));
   return complete;
 }
 
