@@ -14,10 +14,10 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <thread>
 #include <vector>
 
 #include "onednn.h"
+#include "parallel.h"
 
 extern "C" {
 // glibc's own declaration carries no SIMD variant unless __FAST_MATH__ is defined (see exact_gelu.cc).
@@ -121,16 +121,13 @@ extern "C" int AttentionFloat32(int nparam, void **params, int *ndims, int64_t *
   const int64_t threads = std::max<int64_t>(1, std::min(tasks, static_cast<int64_t>(settings[2])));
   std::atomic<int64_t> next{0};
   std::atomic<int> failed{0};
-  auto work = [&]() {
+  auto work = [&](int64_t) {
     std::vector<float> scores;
     for (int64_t task = next++; task < tasks && failed.load() == 0; task = next++) {
       const int status = run_task(a, task, scores);
       if (status != 0) failed = status;
     }
   };
-  std::vector<std::thread> helpers;
-  for (int64_t t = 1; t < threads; ++t) helpers.emplace_back(work);
-  work();
-  for (auto &helper : helpers) helper.join();
+  kernels::run_parts(threads, work);
   return failed.load();
 }

@@ -7,8 +7,8 @@
 // (policy.cpu_kernel_isa_cap) that ran 60-90 GFLOP/s on the VAE's and UNet's shapes here. The same
 // library has direct convolution kernels for channel-blocked layouts (8 channels interleaved
 // under AVX2), at 170-215 GFLOP/s on the same shapes and host, which is what PyTorch's CPU
-// convolutions use. So the input, weight and output are reordered into whatever layout oneDNN
-// picks for the problem, the convolution runs there, and the output is reordered back: three
+// convolutions use. So the input and output are reordered into that layout (the weight into
+// whatever oneDNN picks), the convolution runs there, and the output is reordered back: up to four
 // oneDNN primitives (its primitive cache keeps repeated shapes from being rebuilt).
 //
 // MindSpore's oneDNN is built for the "threadpool" runtime: a primitive runs on the threadpool of
@@ -22,10 +22,10 @@
 #include <functional>
 #include <map>
 #include <mutex>
-#include <thread>
 #include <vector>
 
 #include "onednn.h"
+#include "parallel.h"
 
 namespace {
 
@@ -48,16 +48,13 @@ class Pool final : public dnnl::threadpool_interop::threadpool_iface {
   void wait() override {}
   void parallel_for(int n, const std::function<void(int, int)> &fn) override {
     std::atomic<int> next{0};
-    auto work = [&] {
+    auto work = [&](int64_t) {
       const bool outer = in_pool_task;
       in_pool_task = true;
       for (int i = next++; i < n; i = next++) fn(i, n);
       in_pool_task = outer;
     };
-    std::vector<std::thread> helpers;
-    for (int t = 1; t < std::min(threads_, n); ++t) helpers.emplace_back(work);
-    work();
-    for (auto &helper : helpers) helper.join();
+    kernels::run_parts(std::min(threads_, n), work);
   }
 
  private:
@@ -263,18 +260,23 @@ extern "C" int Conv2dFloat32(int nparam, void **params, int *ndims, int64_t **sh
   const int64_t y_dims[] = {samples, out_channels, out_height, out_width};
   const dnnl_memory_desc_t x_plain = scope.plain(4, x_dims), w_plain = scope.plain(4, w_dims);
   const dnnl_memory_desc_t b_plain = scope.plain(1, b_dims), y_plain = scope.plain(4, y_dims);
-  const dnnl_memory_desc_t x_any = scope.any(4, x_dims), w_any = scope.any(4, w_dims), y_any = scope.any(4, y_dims);
-  if (!x_plain || !w_plain || !b_plain || !y_plain || !x_any || !w_any || !y_any) return 22;
+  const dnnl_memory_desc_t w_any = scope.any(4, w_dims);
+  if (!x_plain || !w_plain || !b_plain || !y_plain || !w_any) return 22;
 
   // The channel-blocked layout of oneDNN's direct kernels (8 channels per block under AVX2, 16
   // under AVX-512), the one PyTorch's convolutions run in: left to itself, oneDNN 3.10 picks a
-  // channels-last kernel that measured 1.6-1.8x slower here. Where no direct kernel takes that
+  // channels-last kernel that measured slower here (4x512x16x16 under AVX2: 37-41 ms against
+  // 23-26; a 4x128 VAE decode at AVX-512: 4.94 s against 3.64 s). Where no direct kernel takes that
   // layout (only a reference one would), oneDNN chooses freely.
   const char *blocked = (api()->get_effective_cpu_isa() & kIsaAvx512Core) == kIsaAvx512Core ? "aBcd16b" : "aBcd8b";
   const dnnl_memory_desc_t x_blocked = scope.named(4, x_dims, blocked), y_blocked = scope.named(4, y_dims, blocked);
   dnnl_primitive_desc_t conv_pd = nullptr;
   if (x_blocked && y_blocked) conv_pd = convolution(scope, x_blocked, w_any, b_plain, y_blocked, pad_h, pad_w, false);
-  if (conv_pd == nullptr) conv_pd = convolution(scope, x_any, w_any, b_plain, y_any, pad_h, pad_w, true);
+  if (conv_pd == nullptr) {
+    const dnnl_memory_desc_t x_any = scope.any(4, x_dims), y_any = scope.any(4, y_dims);
+    if (!x_any || !y_any) return 22;
+    conv_pd = convolution(scope, x_any, w_any, b_plain, y_any, pad_h, pad_w, true);
+  }
   if (conv_pd == nullptr) return 23;
   const_dnnl_memory_desc_t x_md = api()->primitive_desc_query_md(conv_pd, kQuerySrc, 0);
   const_dnnl_memory_desc_t w_md = api()->primitive_desc_query_md(conv_pd, kQueryWeights, 0);

@@ -16,8 +16,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <thread>
-#include <vector>
+
+#include "parallel.h"
 
 extern "C" {
 #pragma omp declare simd notinbranch
@@ -119,9 +119,6 @@ extern "C" int GroupNormFloat32(int nparam, void **params, int *ndims, int64_t *
   auto share = [&](int64_t part) {
     for (int64_t block = blocks * part / parts; block < blocks * (part + 1) / parts; ++block) normalise_block(n, block);
   };
-  std::vector<std::thread> helpers;
-  for (int64_t part = 1; part < parts; ++part) helpers.emplace_back(share, part);
-  share(0);
-  for (auto &helper : helpers) helper.join();
+  kernels::run_parts(parts, share);
   return 0;
 }

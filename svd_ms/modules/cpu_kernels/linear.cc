@@ -12,10 +12,10 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <thread>
 #include <vector>
 
 #include "onednn.h"
+#include "parallel.h"
 
 namespace {
 
@@ -71,10 +71,7 @@ extern "C" int LinearFloat32(int nparam, void **params, int *ndims, int64_t **sh
       status[p] = run_part(x, weight, bias, y, width, outs, 0, rows, outs * p / parts, outs * (p + 1) / parts);
     }
   };
-  std::vector<std::thread> helpers;
-  for (int64_t p = 1; p < parts; ++p) helpers.emplace_back(part, p);
-  part(0);
-  for (auto &helper : helpers) helper.join();
+  kernels::run_parts(parts, part);
   for (int s : status) {
     if (s != 0) return s;
   }
